@@ -9,7 +9,7 @@ def main(cfg: DictConfig) -> float | None:
     from longdoc.train import train
 
     metrics = train(cfg)
-    return metrics.get("test/acc")  # for sweepers
+    return metrics.get("test/acc", metrics.get("test/bpb"))  # for sweepers (bpb: lower is better)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .attention import ATTENTION_REGISTRY
 
@@ -20,6 +20,95 @@ log = logging.getLogger("longdoc")
 
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the key and how to fix it."""
+
+
+#: Checkpoint selection per task when ``callbacks.model_checkpoint`` monitors another task's default:
+#: accuracy for the classifiers (as LRA), bits per byte for language modelling.
+TASK_MONITOR: dict[str, tuple[str, str]] = {
+    "classification": ("val/acc", "max"),
+    "retrieval": ("val/acc", "max"),
+    "lm": ("val/bpb", "min"),
+}
+#: Validation metrics each task logs (see ``LongDocModule``) and whether higher is better.
+TASK_VAL_METRICS: dict[str, dict[str, str]] = {
+    "classification": {"val/acc": "max", "val/loss": "min"},
+    "retrieval": {"val/acc": "max", "val/loss": "min"},
+    "lm": {"val/bpb": "min", "val/loss": "min"},
+}
+
+
+def _used_attention_keys(cfg: DictConfig) -> list[str]:
+    """Config paths of the attention settings the model uses: ``attention`` and, for the other names in
+    ``model.attention_layers``, ``attention_options.<name>``."""
+    keys = ["attention"]
+    main = OmegaConf.select(cfg, "attention.name")
+    for name in OmegaConf.select(cfg, "model.attention_layers") or []:
+        key = f"attention_options.{name}"
+        if name != main and OmegaConf.select(cfg, key) is not None and key not in keys:
+            keys.append(key)
+    return keys
+
+
+def make_causal_for_lm(cfg: DictConfig) -> list[str]:
+    """Language modelling predicts byte t + 1 from bytes <= t, so every attention the model uses must be
+    causal (a bidirectional model would see the byte it predicts). Sets ``causal: true`` where it is false,
+    logs one INFO line per key changed, and returns those keys.
+
+    With LSH attention, also logs a warning when ``attention.bucket_size`` is below the sequence length:
+    Reformer sorts positions by hash bucket before chunking, so which earlier positions share a chunk with
+    position t depends on the buckets of later positions too; the causal mask hides later keys' values but
+    not that choice (Kitaev et al. 2020, section 2; exact when one chunk holds the whole sequence).
+    """
+    changed = []
+    for key in _used_attention_keys(cfg):
+        node = OmegaConf.select(cfg, key)
+        if not node.get("causal", False):
+            with open_dict(node):
+                node.causal = True
+            changed.append(f"{key}.causal")
+            log.info("task lm: %s.causal set to true for next-byte prediction", key)
+        if node.get("name") == "lsh":
+            bucket = node.get("bucket_size")
+            sizes = list(bucket) if OmegaConf.is_list(bucket) else [bucket]
+            seq_len = OmegaConf.select(cfg, "data.seq_len")
+            if seq_len is not None and any(b is not None and b < seq_len for b in sizes):
+                log.warning("task lm with lsh attention (%s.bucket_size=%s < data.seq_len=%s): later positions' hash "
+                            "buckets decide which earlier positions share a chunk, so bits per byte is not strictly "
+                            "causal; set %s.bucket_size >= data.seq_len for an exact causal model", key, bucket,
+                            seq_len, key)
+    return changed
+
+
+def select_checkpoint_monitor(cfg: DictConfig, task: str) -> None:
+    """Make ``callbacks.model_checkpoint.monitor`` / ``mode`` fit the task.
+
+    A monitor that is another task's default (``val/acc`` max for lm, ``val/bpb`` min for a classifier) is
+    replaced by this task's (:data:`TASK_MONITOR`), with an INFO line; any other ``val/...`` monitor must be a
+    metric the task logs, with the matching mode. Monitors outside ``val/`` are left alone.
+
+    Raises:
+        ConfigError: a ``val/`` metric the task does not log, or ``mode`` the wrong way round.
+    """
+    mc = OmegaConf.select(cfg, "callbacks.model_checkpoint")
+    if mc is None or mc.get("monitor") is None:
+        return
+    monitor, mode = str(mc.monitor), str(mc.get("mode", "min"))
+    logged = TASK_VAL_METRICS[task]
+    if monitor not in logged and (monitor, mode) in set(TASK_MONITOR.values()):
+        mc.monitor, mc.mode = TASK_MONITOR[task]
+        log.info("task %s: callbacks.model_checkpoint.monitor set to %s (mode %s); %s is not logged for this task",
+                 task, mc.monitor, mc.mode, monitor)
+        return
+    if not monitor.startswith("val/"):
+        return
+    if monitor not in logged:
+        raise ConfigError(f"callbacks.model_checkpoint.monitor={monitor} is not logged for task {task}; "
+                          f"use one of {sorted(logged)} (e.g. callbacks.model_checkpoint.monitor={TASK_MONITOR[task][0]} "
+                          f"callbacks.model_checkpoint.mode={TASK_MONITOR[task][1]})")
+    if mode != logged[monitor]:
+        raise ConfigError(f"callbacks.model_checkpoint.mode={mode} selects the {'highest' if mode == 'max' else 'lowest'} "
+                          f"{monitor}, but lower is {'better' if logged[monitor] == 'min' else 'worse'}; "
+                          f"set callbacks.model_checkpoint.mode={logged[monitor]}")
 
 
 def _positive(cfg: DictConfig, key: str, hint: str = "") -> None:
@@ -36,11 +125,17 @@ def _positive(cfg: DictConfig, key: str, hint: str = "") -> None:
 def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
     """Check the composed training config; return the instantiated (datamodule, LightningModule).
 
+    The task comes from the data module's ``task`` attribute ('classification', 'retrieval', 'lm'). Adjusts
+    ``cfg`` in place for it: ``lm`` turns on ``causal`` in every attention the model uses
+    (:func:`make_causal_for_lm`), and the checkpoint monitor follows the task (:func:`select_checkpoint_monitor`).
+    Only objects are built: no data are read or downloaded.
+
     Raises:
         ConfigError: unknown attention; ``model.n_heads`` not dividing ``model.d_model``; non-positive
             ``attention.bucket_size`` / ``attention.attention_window`` / ``attention.n_hashes``;
             ``position.axial_dims`` not summing to ``model.d_model``; ``position.axial_shape`` whose product
-            is smaller than the longest sequence; any other constructor ``ValueError`` (re-raised with its key).
+            is smaller than the longest sequence; a checkpoint monitor the task does not log (or the wrong mode);
+            any other constructor ``ValueError`` (re-raised with its key), e.g. an unknown task.
     """
     from .lightning import LongDocModule  # local: keeps `import longdoc.config` light
 
@@ -64,6 +159,11 @@ def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
         datamodule = hydra.utils.instantiate(cfg.data)
     except Exception as err:  # hydra wraps constructor errors; surface the original message
         raise ConfigError(f"data: {getattr(err, '__cause__', None) or err}") from err
+    task = getattr(datamodule, "task", "classification")
+    if task == "lm":
+        make_causal_for_lm(cfg)
+    if task in TASK_VAL_METRICS:
+        select_checkpoint_monitor(cfg, task)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     try:
         module = LongDocModule(
@@ -75,6 +175,7 @@ def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
             config=OmegaConf.to_container(cfg, resolve=True),
+            task=task,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -83,7 +83,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job from a composed config; return the final metrics.
 
     Writes ``config.yaml`` (resolved) and ``metrics.json`` into ``cfg.paths.output_dir``; checkpoints go to
-    ``<output_dir>/checkpoints`` (``best.ckpt`` and ``last.ckpt``).
+    ``<output_dir>/checkpoints`` (``best.ckpt`` and ``last.ckpt``). ``metrics.json`` holds the logged metrics
+    (``test/acc`` for the classifiers, ``test/bpb`` for language modelling, ...), ``wall_time_s`` and the
+    data's baseline: ``majority_acc`` (classification, retrieval) or ``unigram_bpb`` (lm).
 
     Raises:
         longdoc.config.ConfigError: an invalid configuration, before any data work or training.
@@ -128,9 +130,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(_scalars(test_metrics[0] if test_metrics else {}))
     _finish_loggers(loggers)
     metrics["wall_time_s"] = time.perf_counter() - t0
-    metrics["majority_acc"] = float(getattr(datamodule, "majority_class_accuracy", float("nan")))
+    if getattr(datamodule, "task", "classification") == "lm":
+        metrics["unigram_bpb"] = float(getattr(datamodule, "unigram_bits_per_byte", float("nan")))
+        keys = ("test/bpb", "unigram_bpb", "val/bpb")
+    else:
+        metrics["majority_acc"] = float(getattr(datamodule, "majority_class_accuracy", float("nan")))
+        keys = ("test/acc", "majority_acc", "val/acc")
     if trainer.is_global_zero:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in ("test/acc", "majority_acc", "val/acc") if k in metrics)
+        summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
         log.info("done in %.1f s: %s; outputs in %s", metrics["wall_time_s"], summary, out_dir)
     return metrics

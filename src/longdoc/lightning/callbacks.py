@@ -18,7 +18,8 @@ def peak_host_memory_gib() -> float:
 
 
 class ThroughputMonitor(pl.Callback):
-    """Logs ``train/tokens_per_sec`` (real tokens, i.e. ``padding_mask.sum()``, per second of wall time,
+    """Logs ``train/tokens_per_sec`` (real tokens, i.e. ``padding_mask.sum()`` plus ``padding_mask_2.sum()`` for
+    two-document batches, per second of wall time,
     over each window of ``log_every_n_steps`` training batches; validation time is excluded) and peak
     memory: ``train/peak_mem_gib`` (``torch.cuda.max_memory_allocated``) on CUDA, ``train/peak_rss_gib``
     (process peak RSS) on CPU.
@@ -38,8 +39,12 @@ class ThroughputMonitor(pl.Callback):
         if self._t0 is None:
             return
         self._elapsed += time.perf_counter() - self._t0
-        mask = batch.get("padding_mask")
-        self._tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+        for sfx in ("", "_2"):  # "_2": the second document of retrieval batches
+            ids = batch.get("input_ids" + sfx)
+            if ids is None:
+                continue
+            mask = batch.get("padding_mask" + sfx)
+            self._tokens += int(mask.sum()) if mask is not None else ids.numel()
         if (batch_idx + 1) % self.log_every_n_steps == 0:
             metrics = {"train/tokens_per_sec": self._tokens / max(self._elapsed, 1e-9)}
             if pl_module.device.type == "cuda":

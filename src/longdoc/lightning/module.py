@@ -1,4 +1,4 @@
-"""LightningModule for sequence classification on long documents."""
+"""LightningModule for the three long-document tasks: classification, two-tower retrieval, byte-level LM."""
 
 from __future__ import annotations
 
@@ -9,9 +9,14 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..models import SequenceClassifier
+from ..data.base import IGNORE_INDEX
+from ..models import build_task_model, check_task, next_token_loss
+
+#: Learning-rate decays after the warm-up (``scheduler.decay``).
+DECAYS = ("cosine", "rsqrt")
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -23,41 +28,97 @@ def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_rati
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def warmup_rsqrt(step: int, *, warmup_steps: int) -> float:
+    """LR multiplier of Long Range Arena's ``constant * linear_warmup * rsqrt_decay`` schedule (LRA
+    ``lra_benchmarks/utils/train_utils.py``, after the Transformer's schedule, Vaswani et al. 2017 section 5.3),
+    normalised to 1 at the end of the warm-up: ``min(1, s / W) * sqrt(W / max(s, W))`` with ``s = step + 1``.
+    So ``optimizer.lr`` is the peak rate, i.e. LRA's ``learning_rate / sqrt(warmup)``."""
+    w = max(1, warmup_steps)
+    s = step + 1
+    return min(1.0, s / w) * math.sqrt(w / max(s, w))
+
+
+class BitsPerByte(MeanMetric):
+    """Token-weighted mean negative log-likelihood converted to bits: ``sum(nll_i) / count / ln 2``.
+
+    ``update(mean_nll_nats, weight=number_of_targets)`` once per batch; states are sums, so the epoch value is
+    the mean over all predicted bytes (not a mean of batch means) and is exact under DDP.
+    """
+
+    def compute(self) -> torch.Tensor:
+        return super().compute() / math.log(2.0)
+
+
 class LongDocModule(pl.LightningModule):
-    """Trains a :class:`longdoc.models.SequenceClassifier` with AdamW, warm-up + cosine decay.
+    """Trains the model of a task with AdamW and warm-up + cosine (or LRA's rsqrt) decay.
+
+    Tasks (``task``, from the data module's ``task`` attribute; see :func:`longdoc.models.build_task_model`):
+
+    * ``classification``: :class:`~longdoc.models.SequenceClassifier`. Batches: ``input_ids`` (B, N) int64,
+      ``padding_mask`` (B, N) bool, ``global_attention_mask`` (B, N) bool, ``labels`` (B,) int64.
+      Logged: ``{train,val,test}/loss``, ``{train,val,test}/acc``, ``test/majority_acc``.
+    * ``retrieval``: :class:`~longdoc.models.RetrievalClassifier` (LRA section 3.3, one encoder for both
+      documents). Batches: the classification keys for document 1 plus ``input_ids_2``, ``padding_mask_2``,
+      ``global_attention_mask_2`` (B, N2). Logged: as classification.
+    * ``lm``: :class:`~longdoc.models.CausalLM`. Batches: ``input_ids`` (B, N), ``padding_mask``,
+      ``global_attention_mask`` (all False), ``labels`` (B, N) next token, ``-100`` where none. Loss: mean
+      cross-entropy (float32) over the targets. Logged: ``{train,val,test}/loss`` (nats per byte) and
+      ``{train,val,test}/bpb`` (bits per byte = loss / ln 2), both averaged over all predicted bytes of the
+      epoch, and ``test/unigram_bpb`` (the data's unigram entropy, a baseline).
+
+    The training loss is logged per step and per epoch (``train/loss_step``, ``train/loss_epoch``); the learning
+    rate and tokens/s come from callbacks.
 
     Args:
-        model: kwargs of :class:`SequenceClassifier` (d_model, n_heads, depth, d_ff, dropout, pooling,
-            chunk_size_feed_forward, attention: {name, ...}, position: {name, ...}).
+        model: the ``model`` config: kwargs of the task's model (d_model, n_heads, depth, d_ff, dropout, pooling,
+            chunk_size_feed_forward, attention: {name, ...}, position: {name, ...}, ...).
         num_classes, vocab_size, max_seq_len, pad_id: from the data module.
-        optimizer: ``{lr, weight_decay, betas, eps}`` for ``torch.optim.AdamW``.
-        scheduler: ``{warmup_steps | warmup_ratio, min_lr_ratio}``; total steps come from the trainer.
+        optimizer: ``{lr, weight_decay, betas, eps}`` for ``torch.optim.AdamW`` (norms, biases and axial factors
+            get no weight decay).
+        scheduler: ``{warmup_steps | warmup_ratio, min_lr_ratio, decay}``; ``decay``: 'cosine' (default, to
+            ``min_lr_ratio`` at the last step) or 'rsqrt' (:func:`warmup_rsqrt`); total steps come from the trainer.
         config: the resolved run configuration, stored in the checkpoint so ``evaluate.py`` can rebuild
             the data module and model from the checkpoint alone.
+        task: 'classification' (default), 'retrieval' or 'lm'; saved in the hyperparameters, so
+            ``LongDocModule(**ckpt["hyper_parameters"])`` rebuilds the right model.
 
-    Batches are dicts with ``input_ids`` (B, N) int64, ``padding_mask`` (B, N) bool,
-    ``global_attention_mask`` (B, N) bool and ``labels`` (B,) int64. Logged: ``{train,val,test}/loss``,
-    ``{train,val,test}/acc``, ``train/tokens`` (real tokens per batch); the learning rate and
-    tokens/s come from callbacks.
+    Raises:
+        ValueError: unknown ``task`` or ``scheduler.decay``; invalid model settings (key named).
     """
 
     def __init__(self, model: Mapping, num_classes: int, vocab_size: int, max_seq_len: int, pad_id: int = 0,
                  optimizer: Mapping | None = None, scheduler: Mapping | None = None,
-                 config: Mapping | None = None):
+                 config: Mapping | None = None, task: str = "classification"):
         super().__init__()
+        self.task = check_task(task)
         self.save_hyperparameters(logger=False)  # train.py logs the resolved run config itself
-        self.net = SequenceClassifier(num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
-                                      pad_id=pad_id, **dict(model))
+        self.net = build_task_model(task, num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
+                                    pad_id=pad_id, **dict(model))
         self.optimizer_cfg = dict(optimizer or {})
         self.scheduler_cfg = dict(scheduler or {})
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        decay = self.scheduler_cfg.get("decay", "cosine")
+        if decay not in DECAYS:
+            raise ValueError(f"scheduler.decay={decay!r} is unknown: choose one of {list(DECAYS)}")
+        if task == "lm":
+            for stage in ("train", "val", "test"):
+                setattr(self, f"{stage}_nll", MeanMetric())
+                setattr(self, f"{stage}_bpb", BitsPerByte())
+        else:
+            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+            self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+            self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.net(batch["input_ids"], batch.get("padding_mask"), batch.get("global_attention_mask"))
+        """Logits: (B, C) for classification / retrieval, (B, N, V) for lm."""
+        args = [batch["input_ids"], batch.get("padding_mask"), batch.get("global_attention_mask")]
+        if self.task == "retrieval":
+            args += [batch.get("input_ids_2"), batch.get("padding_mask_2"), batch.get("global_attention_mask_2")]
+        return self.net(*args)
 
-    def _step(self, batch, stage: str, metric) -> torch.Tensor:
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        if self.task == "lm":
+            return self._lm_step(batch, stage)
+        metric = getattr(self, f"{stage}_acc")
         logits = self(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"])
         metric.update(logits.detach(), batch["labels"])
@@ -67,17 +128,36 @@ class LongDocModule(pl.LightningModule):
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=bsz)
         return loss
 
+    def _lm_step(self, batch, stage: str) -> torch.Tensor:
+        loss, count = next_token_loss(self(batch), batch["labels"], IGNORE_INDEX)
+        nll, bpb = getattr(self, f"{stage}_nll"), getattr(self, f"{stage}_bpb")
+        on_step = stage == "train"
+        value = loss.detach()
+        if on_step:
+            nll(value, count)  # forward: accumulates and gives the batch value for the per-step log
+        else:
+            nll.update(value, count)
+        bpb.update(value, count)
+        self.log(f"{stage}/loss", nll, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/bpb", bpb, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train", self.train_acc)
+        return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val", self.val_acc)
+        self._step(batch, "val")
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test", self.test_acc)
+        self._step(batch, "test")
 
     def on_test_epoch_end(self):
         dm = getattr(self.trainer, "datamodule", None)
+        if self.task == "lm":
+            base = getattr(dm, "unigram_bits_per_byte", None)
+            if base is not None:
+                self.log("test/unigram_bpb", float(base), sync_dist=False)
+            return
         base = getattr(dm, "majority_class_accuracy", None)
         if base is not None:
             self.log("test/majority_acc", float(base), sync_dist=False)
@@ -85,7 +165,7 @@ class LongDocModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = {"lr": 1e-3, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-8, **self.optimizer_cfg}
         decay, no_decay = [], []
-        for name, p in self.named_parameters():
+        for name, p in self.named_parameters():  # a tied weight comes once
             if not p.requires_grad:
                 continue
             (no_decay if p.dim() < 2 or "norm" in name or name.endswith(".e1") or name.endswith(".e2") else decay).append(p)
@@ -97,8 +177,13 @@ class LongDocModule(pl.LightningModule):
         warmup = self.scheduler_cfg.get("warmup_steps")
         if warmup is None:
             warmup = int(self.scheduler_cfg.get("warmup_ratio", 0.1) * total)
-        min_ratio = float(self.scheduler_cfg.get("min_lr_ratio", 0.1))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: warmup_cosine(s, warmup_steps=warmup, total_steps=total, min_lr_ratio=min_ratio)
-        )
+        if self.scheduler_cfg.get("decay", "cosine") == "rsqrt":
+            def lr_lambda(s):
+                return warmup_rsqrt(s, warmup_steps=warmup)
+        else:
+            min_ratio = float(self.scheduler_cfg.get("min_lr_ratio", 0.1))
+
+            def lr_lambda(s):
+                return warmup_cosine(s, warmup_steps=warmup, total_steps=total, min_lr_ratio=min_ratio)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,7 +1,69 @@
-"""Models: encoder, heads, task models."""
+"""Models: encoder, heads, task models, and :func:`build_task_model` that picks one by task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
 
 from .classifier import SequenceClassifier
 from .encoder import Encoder
-from .heads import SequenceClassificationHead
+from .heads import RetrievalHead, SequenceClassificationHead, pool
+from .lm import CausalLM, next_token_loss
+from .retrieval import RetrievalClassifier
 
-__all__ = ["Encoder", "SequenceClassificationHead", "SequenceClassifier"]
+#: The tasks a data module can declare (``LongDocDataModule.task``).
+TASKS: tuple[str, ...] = ("classification", "retrieval", "lm")
+
+# model.* keys that belong to some tasks only; the others are dropped for the rest (conf/model/encoder.yaml
+# carries them all so one model config serves every task).
+_TASK_ONLY_KEYS: dict[str, tuple[str, ...]] = {
+    "pooling": ("classification", "retrieval"),
+    "head_dropout": ("classification", "retrieval"),
+    "interaction": ("retrieval",),
+    "tie_word_embeddings": ("lm",),
+}
+
+
+def check_task(task: str) -> str:
+    """Return ``task`` if it is one of :data:`TASKS`.
+
+    Raises:
+        ValueError: any other value, naming the valid ones.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is unknown: choose one of {list(TASKS)} (the data module's `task` attribute)")
+    return task
+
+
+def build_task_model(task: str, *, num_classes: int, vocab_size: int, max_seq_len: int, pad_id: int = 0,
+                     **model: Any) -> nn.Module:
+    """The model of a task: :class:`SequenceClassifier` (classification), :class:`RetrievalClassifier`
+    (retrieval) or :class:`CausalLM` (lm, ``vocab_size`` outputs; ``pad_id`` unused, see :class:`CausalLM`).
+
+    Args:
+        task: 'classification' | 'retrieval' | 'lm'.
+        num_classes, vocab_size, max_seq_len, pad_id: from the data module.
+        **model: the ``model`` config (conf/model/encoder.yaml); keys of other tasks (``pooling``,
+            ``head_dropout``, ``interaction``, ``tie_word_embeddings``) are ignored.
+
+    Raises:
+        ValueError: unknown task; invalid model settings (key named).
+    """
+    check_task(task)
+    kwargs: Mapping[str, Any] = {k: v for k, v in model.items() if task in _TASK_ONLY_KEYS.get(k, TASKS)}
+    if task == "classification":
+        return SequenceClassifier(num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
+                                  pad_id=pad_id, **kwargs)
+    if task == "retrieval":
+        return RetrievalClassifier(num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
+                                   pad_id=pad_id, **kwargs)
+    return CausalLM(vocab_size=vocab_size, max_seq_len=max_seq_len, **kwargs)
+
+
+__all__ = [
+    "TASKS", "build_task_model", "check_task",
+    "Encoder", "SequenceClassificationHead", "RetrievalHead", "pool",
+    "SequenceClassifier", "RetrievalClassifier", "CausalLM", "next_token_loss",
+]
