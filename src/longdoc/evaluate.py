@@ -1,10 +1,18 @@
-"""Evaluation entry point: checkpoint -> rebuilt data module and model -> metrics.json + a table."""
+"""Evaluation entry point (``evaluate.py``), one job per ``mode``:
+
+* ``metrics`` (default): checkpoint -> rebuilt data module and model -> ``metrics.json`` + a table;
+* ``lra_table``: training runs -> Long Range Arena Table 1 beside the published rows
+  (:mod:`longdoc.evaluation.report`);
+* ``efficiency``: steps/s and peak memory vs sequence length, LRA Table 2 (:mod:`longdoc.evaluation.efficiency`);
+* ``attention_pattern``: which keys each query attends (:mod:`longdoc.evaluation.patterns`).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 import pytorch_lightning as pl
@@ -42,15 +50,51 @@ def load_module(ckpt_path: str | Path, attention_overrides: dict | None = None) 
     return module
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Score ``cfg.ckpt_path`` on ``cfg.split``; write ``metrics.json`` into ``cfg.paths.output_dir``.
+MODES = ("metrics", "lra_table", "efficiency", "attention_pattern")
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Run ``cfg.mode`` (default ``metrics``); every mode writes into ``cfg.paths.output_dir``.
+
+    * ``metrics``: :func:`evaluate_checkpoint` -- returns the metrics dict.
+    * ``lra_table``: :func:`longdoc.evaluation.report.lra_table_mode` (``runs=[<run dir or glob>,...]``).
+    * ``efficiency``: :func:`longdoc.evaluation.efficiency.efficiency_mode` (``efficiency.*``).
+    * ``attention_pattern``: :func:`longdoc.evaluation.patterns.attention_pattern_mode` (``pattern.*``).
+
+    Raises:
+        ValueError: unknown ``mode`` (lists the choices); the errors of the mode's function.
+    """
+    mode = cfg.get("mode") or "metrics"
+    if mode == "metrics":
+        return evaluate_checkpoint(cfg)
+    if mode == "lra_table":
+        from .evaluation.report import lra_table_mode
+
+        return lra_table_mode(cfg)
+    if mode == "efficiency":
+        from .evaluation.efficiency import efficiency_mode
+
+        return efficiency_mode(cfg)
+    if mode == "attention_pattern":
+        from .evaluation.patterns import attention_pattern_mode
+
+        return attention_pattern_mode(cfg)
+    raise ValueError(f"mode={mode!r} is unknown: choose one of {list(MODES)} (e.g. `python evaluate.py mode=lra_table "
+                     "runs=[outputs/train/runs/*]`)")
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
+    """``mode=metrics``: score ``cfg.ckpt_path`` on ``cfg.split``; write ``metrics.json`` into ``cfg.paths.output_dir``.
 
     The data module is rebuilt from the configuration saved in the checkpoint, with ``cfg.data``
     merged over it. Returns the metrics (``{split}/acc``, ``{split}/loss``, ``majority_acc``).
 
     Raises:
-        FileNotFoundError: missing checkpoint. ValueError: ``split`` not 'test' or 'val'.
+        FileNotFoundError: missing checkpoint. ValueError: no ``ckpt_path``; ``split`` not 'test' or 'val'.
     """
+    if not cfg.get("ckpt_path"):
+        raise ValueError("mode=metrics needs ckpt_path=<checkpoint>, e.g. "
+                         "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt")
     if cfg.split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {cfg.split!r}")
     attn_over = {k: v for k, v in OmegaConf.to_container(cfg.attention, resolve=True).items() if v is not None}
