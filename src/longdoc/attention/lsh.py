@@ -317,7 +317,9 @@ class _LSHChunkAttention(torch.autograd.Function):
         with torch.autocast(grad.device.type, enabled=False):
             if ctx.fused:
                 dqkv = torch.empty(b, n, 2, h, dh, dtype=ctx.dtypes[1], device=grad.device)
-                _backward(src, out, grad, plan, *ctx.stats, dst=(dqkv[:, :, 0], dqkv[:, :, 1]))
+                # dst are (B, H, N, Dh) views (as _backward expects) of the (B, N, 2, H, Dh) gradient
+                _backward(src, out, grad, plan, *ctx.stats,
+                          dst=(dqkv[:, :, 0].transpose(1, 2), dqkv[:, :, 1].transpose(1, 2)))
                 return None, None, dqkv, None
             dqk = torch.empty(b, h, n, dh, dtype=ctx.dtypes[0], device=grad.device)
             dv = torch.empty(b, h, n, dh, dtype=ctx.dtypes[1], device=grad.device)
