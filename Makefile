@@ -9,7 +9,7 @@ EXTRAS ?= dev
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install train test test-fast bench clean
+.PHONY: install install-bench train test test-fast bench memory-bench clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,13 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	touch $@
 
 install: $(VENV)/.installed
+
+# the benchmarks' references (HuggingFace transformers): the `bench` extra on top of the base install
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PY) -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e '.[$(EXTRAS),bench]'
+	touch $@
+
+install-bench: $(VENV)/.installed-bench
 
 train: install
 	$(PY) train.py $(ARGS)
@@ -28,9 +35,11 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-bench: EXTRAS = dev,bench
-bench: install
+bench: install-bench
 	$(PY) benchmarks/attention.py $(ARGS)
+
+memory-bench: install-bench
+	$(PY) benchmarks/memory.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

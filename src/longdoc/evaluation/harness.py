@@ -1,8 +1,8 @@
 """Per-process timing and peak-memory measurement: the shared machinery of ``evaluate.py mode=efficiency``
 and of the benchmark scripts (``benchmarks/attention.py``, ``benchmarks/memory.py``).
 
-Moved here from ``benchmarks/_harness.py`` with the same API (every public name and signature), so that
-``benchmarks/_harness.py`` can become a re-export (``from longdoc.evaluation.harness import *``). One
+Moved here from ``benchmarks/_harness.py`` with the same API (every public name and signature);
+``benchmarks/_harness.py`` is now a re-export (``from longdoc.evaluation.harness import *``). One
 addition: :func:`run_config` / :func:`run_measured` also take the worker command as a sequence of
 interpreter arguments, e.g. ``["-m", "longdoc.evaluation.efficiency"]`` (a module inside a package),
 besides a script path. Importing this module imports only the standard library (torch is imported

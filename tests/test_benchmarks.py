@@ -1,0 +1,42 @@
+"""The benchmark scripts run end to end at toy sizes and write their tables (HuggingFace references are
+left out: CI installs no `bench` extra). What they measure is checked by tests/evaluation/test_efficiency.py,
+which drives the same harness (longdoc.evaluation.harness)."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(script, *args, out):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_attention_benchmark_writes_ratio_table(tmp_path):
+    _run("attention.py", "--lengths", "256", "--impls", "longdoc-full", "sdpa", "--repeats", "1", "--warmup", "1",
+         "--threads", "1", "--no-alloc-profile", out=tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "attention.csv")))
+    assert {(r["impl"], r["status"]) for r in rows} == {("longdoc-full", "ok"), ("sdpa", "ok")}
+    assert all(float(r["time_s"]) > 0 and float(r["peak_mem_mib"]) > 0 for r in rows)
+    md = (tmp_path / "attention.md").read_text()
+    assert "**full / sdpa time**" in md and "Machine:" in md
+
+
+@pytest.mark.slow
+def test_memory_benchmark_writes_depth_table(tmp_path):
+    _run("memory.py", "--n", "256", "--depths", "1", "2", "--attentions", "lsh", "--reversible", "on",
+         "--ff-chunks", "0", "--no-hf", "--threads", "1", "--no-alloc-profile", out=tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "memory.csv")))
+    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
+    # the persistent state (parameters + AdamW moments) grows with depth
+    state = {int(r["depth"]): float(r["state_mib"]) for r in rows}
+    assert state[2] > state[1]
+    assert "depth" in (tmp_path / "memory.md").read_text()
