@@ -74,7 +74,8 @@ import _harness as H
 
 D_MODEL, N_HEADS, D_FF, VOCAB = 256, 4, 1024, 32
 LSH_BUCKET, LSH_HASHES, LOCAL_WINDOW = 64, 2, 128
-FIELDS = ("config", "depth", "n", "peak_mem_mib", "time_s", "status", "state_mib", "step_peak_mib",
+FIELDS = ("config", "depth", "n", "peak_mem_mib", "time_s", "status", "state_mib", "step_peak_mib", "grad_mib",
+          "act_peak_mib",
           "alloc_peak_mib", "rss_peak_total_mib", "time_median_s", "time_min_s", "mem_step_s", "model", "attention", "reversible", "ff_chunk", "n_params", "mem_method", "wall_s", "note")
 
 
@@ -184,6 +185,10 @@ def worker(cfg: dict) -> dict:
         state = H.tensor_bytes([list(model.parameters()), list(model.buffers()), opt.state, ids, labels])
         res["state_mib"] = state / H.MIB
         res["step_peak_mib"] = res["peak_mem_mib"]
+        # every parameter's gradient is alive at the end of backward: what remains of the step's peak is
+        # activations, autograd buffers and temporaries (the part reversible layers keep flat in depth)
+        res["grad_mib"] = sum(p.numel() * p.element_size() for p in model.parameters()) / H.MIB
+        res["act_peak_mib"] = res["step_peak_mib"] - res["grad_mib"]
         res["peak_mem_mib"] += res["state_mib"]
         if res.get("alloc_peak_mib") is not None:
             res["alloc_peak_mib"] += res["state_mib"]
@@ -226,14 +231,17 @@ def report(rows: list[dict], args, info: dict) -> str:
     configs = list(dict.fromkeys(r["config"] for r in rows))
     by = {(r["config"], r["depth"]): r for r in rows}
     table = [[r["config"], r["depth"], H.cell(r, "peak_mem_mib", H.fmt_mib), H.cell(r, "state_mib", H.fmt_mib),
-              H.cell(r, "alloc_peak_mib", H.fmt_mib),
+              H.cell(r, "grad_mib", H.fmt_mib), H.cell(r, "act_peak_mib", H.fmt_mib), H.cell(r, "alloc_peak_mib", H.fmt_mib),
               H.cell(r, "time_s", H.fmt_time), r["status"]] for r in rows]
     lines = [f"# Peak memory of one training step (N={args.n}, {args.device})", "", H.machine_header(info), "",
              f"Batch {args.batch}, d_model {D_MODEL}, d_ff {D_FF}, {N_HEADS} heads, fp32, AdamW; "
              f"peak_mem_mib = state (parameters + AdamW moments + batch, exact) + peak growth during the step "
              f"({next((r['mem_method'] for r in rows if r.get('mem_method')), '?')}); alloc MiB = the same with the torch.profiler "
-             f"tensor peak (CPU cross-check); time = {args.time_stat} of {args.repeats} step(s).", "",
-             H.markdown_table(["config", "depth", "peak_mem_mib", "state MiB", "alloc MiB", "time_s", "status"], table)]
+             f"tensor peak (CPU cross-check); grad MiB = the parameters' gradients; activation MiB = peak growth "
+             f"during the step minus the gradients (activations, autograd buffers, temporaries); "
+             f"time = {args.time_stat} of {args.repeats} step(s).", "",
+             H.markdown_table(["config", "depth", "peak_mem_mib", "state MiB", "grad MiB", "activation MiB",
+                               "alloc MiB", "time_s", "status"], table)]
     ratio_rows = []
     if len(depths) >= 2:
         lo, hi = depths[0], depths[-1]
@@ -245,6 +253,7 @@ def report(rows: list[dict], args, info: dict) -> str:
                 label = f"{'reversible' if rev else 'non-reversible'} depth{hi}/depth{lo}: {cname}"
                 ratio_rows.append([label,
                                    H.fmt_ratio(H.ratio(H.value(r_hi, "peak_mem_mib"), H.value(r_lo, "peak_mem_mib"))),
+                                   H.fmt_ratio(H.ratio(H.value(r_hi, "act_peak_mib"), H.value(r_lo, "act_peak_mib"))),
                                    H.fmt_ratio(H.ratio(H.value(r_hi, "time_s"), H.value(r_lo, "time_s")))])
     for chunk in args.ff_chunks:
         ours, hf = config_name("longdoc", "lsh", True, chunk), config_name("hf-reformer", "lsh", True, chunk)
@@ -253,10 +262,12 @@ def report(rows: list[dict], args, info: dict) -> str:
                 ratio_rows.append([f"ours/HF reversible lsh ff={chunk} depth {d}",
                                    H.fmt_ratio(H.ratio(H.value(by.get((ours, d)), "peak_mem_mib"),
                                                        H.value(by.get((hf, d)), "peak_mem_mib"))),
+                                   H.fmt_ratio(H.ratio(H.value(by.get((ours, d)), "act_peak_mib"),
+                                                       H.value(by.get((hf, d)), "act_peak_mib"))),
                                    H.fmt_ratio(H.ratio(H.value(by.get((ours, d)), "time_s"),
                                                        H.value(by.get((hf, d)), "time_s")))])
     if ratio_rows:
-        lines += ["", H.markdown_table(["ratio", "peak memory", "time"], ratio_rows)]
+        lines += ["", H.markdown_table(["ratio", "peak memory", "activation memory", "time"], ratio_rows)]
     notes = [f"- {r['config']} depth {r['depth']}: {r['status']} -- {r['note']}" for r in rows
              if r["status"] != "ok" and r.get("note")]
     if notes:

@@ -39,4 +39,9 @@ def test_memory_benchmark_writes_depth_table(tmp_path):
     # the persistent state (parameters + AdamW moments) grows with depth
     state = {int(r["depth"]): float(r["state_mib"]) for r in rows}
     assert state[2] > state[1]
+    for r in rows:  # peak = state + step growth; the growth splits into gradients + activations
+        assert abs(float(r["peak_mem_mib"]) - float(r["state_mib"]) - float(r["step_peak_mib"])) < 1e-3  # CSV rounding
+        assert abs(float(r["step_peak_mib"]) - float(r["grad_mib"]) - float(r["act_peak_mib"])) < 1e-3
+        # fp32 gradients: 4 bytes per parameter
+        assert abs(float(r["grad_mib"]) - int(r["n_params"]) * 4 / 2**20) < 1e-3
     assert "depth" in (tmp_path / "memory.md").read_text()

@@ -86,8 +86,21 @@ class _ManyBlocks:
         lsh_module._MIN_TILE, lsh_module._BLOCKS = self.saved
 
 
+class _Recompute(_ManyBlocks):
+    """Many blocks, and no probability tile kept for backward: the backward recomputes each one."""
+
+    def __enter__(self):
+        super().__enter__()
+        self.saved_store = lsh_module._STORE_PROBS_MAX
+        lsh_module._STORE_PROBS_MAX = 0
+
+    def __exit__(self, *exc):
+        lsh_module._STORE_PROBS_MAX = self.saved_store
+        super().__exit__(*exc)
+
+
 def _blocks(blocks):
-    return _ManyBlocks() if blocks == "many" else contextlib.nullcontext()
+    return {"many": _ManyBlocks, "recompute": _Recompute}.get(blocks, contextlib.nullcontext)()
 
 
 def _run_case(kw, dtype, requires_grad=False):
@@ -123,7 +136,7 @@ def test_matches_dense_reference_from_buckets(case, dtype, blocks):
     assert masks.any(-1).all()  # every query attends something in every round
 
 
-@pytest.mark.parametrize("blocks", ["one", "many"])
+@pytest.mark.parametrize("blocks", ["one", "many", "recompute"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_gradients_match_dense_reference(case, blocks):
     with _blocks(blocks):
@@ -134,6 +147,27 @@ def test_gradients_match_dense_reference(case, blocks):
     want = torch.autograd.grad((ref * w).sum(), (qk, v))
     for a, e in zip(got, want):
         torch.testing.assert_close(a, e, atol=1e-10, rtol=1e-10)
+
+
+def test_probability_tiles_are_kept_only_below_the_threshold():
+    """Above _STORE_PROBS_MAX elements the forward keeps no tile (the backward recomputes them, tested above)."""
+    qk, v = _qkv(3, 1, 2, 40, 4)
+    kept = {}
+    real_forward = lsh_module._forward
+
+    def spy(src, plan, keep):
+        res = real_forward(src, plan, keep)
+        kept[lsh_module._STORE_PROBS_MAX] = res[1] is not None
+        return res
+
+    for limit in (0, 1 << 20):
+        saved = lsh_module._STORE_PROBS_MAX
+        lsh_module._STORE_PROBS_MAX, lsh_module._forward = limit, spy
+        try:
+            lsh_attention(qk.requires_grad_(), v, n_hashes=2, bucket_size=8, seed=0).sum().backward()
+        finally:
+            lsh_module._STORE_PROBS_MAX, lsh_module._forward = saved, real_forward
+    assert kept == {0: False, 1 << 20: True}
 
 
 def test_options_change_the_pattern():
@@ -216,7 +250,7 @@ def test_rotations_shared_or_per_head():
     assert torch.equal(used[..., :50], shared) and (used[..., 50:] == 8).all()
 
 
-@pytest.mark.parametrize("blocks", ["one", "many"])
+@pytest.mark.parametrize("blocks", ["one", "many", "recompute"])
 def test_dropout_gradients_are_exact(blocks):
     qk, v = _qkv(5, 1, 2, 11, 3)
     pm = torch.ones(1, 11, dtype=torch.bool)

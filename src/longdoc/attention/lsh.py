@@ -18,9 +18,11 @@ key/value windows (the chunk and its neighbours) being strided views of the gath
 masks from per-slot integer codes compared by broadcasting (one comparison for the usual cases); the
 self mask written on the tile's diagonal; un-sorting by gathers with the inverse permutation (computed
 by one scatter, no second argsort). Everything runs inside one ``torch.autograd.Function`` that keeps
-for backward only the packed rows, the output, the probability tiles and O(n_hashes * N) statistics.
+for backward only the packed rows, the output and O(n_hashes * N) statistics (the per-row log-sum-exp), plus
+the probability tiles while they are small (``_STORE_PROBS_MAX``); larger ones are recomputed tile by tile in
+backward, as FlashAttention does (Dao et al. 2022, section 3.1), so the working set stays a few tiles.
 Time O(n_hashes * N * log N) for the sort plus O(n_hashes * N * bucket_size * K * Dh) for the scores,
-K = 1 + n_chunks_before + n_chunks_after; memory O(n_hashes * N * (bucket_size * K + Dh)).
+K = 1 + n_chunks_before + n_chunks_after; memory O(n_hashes * N * Dh) plus a few tiles.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ _BLOCKS = 4
 _MIN_TILE = 1 << 22
 _MAX_TILE = 1 << 24
 _EPS = 1e-12  # F.normalize's default
+# Probability tiles of all chunks together up to this many elements are kept for backward; above it the
+# backward recomputes each tile from the packed rows and the per-row log-sum-exp (one more bmm per tile), so
+# the memory of a layer stays O(n_hashes * N * Dh) and its working set a few tiles. Kept tiles are n_hashes * N *
+# K * bucket_size elements (K = 1 + n_chunks_before + n_chunks_after): measured on the 2-core development
+# machine, keeping them is faster while they fit in the cache with everything else (N = 8K at the benchmark's
+# settings) and slower beyond (benchmarks/README.md, "Results").
+_STORE_PROBS_MAX = 1 << 24
 
 
 # ----------------------------------------------------------------------------------------------- buckets
@@ -284,13 +293,27 @@ def _scores(plan: _Plan, m0: int, m1: int, q, kwin, buf, maskbuf, maskbuf2, cntb
     return s, raw, diag
 
 
+def _masked_scores(plan: _Plan, m0: int, m1: int, q, kwin, buf, masks):
+    """Masked score tile (g, bs, K*bs) of chunks [m0, m1) with the self score restored for the queries that have
+    no other target (Reformer section 2, shared-QK); returns (scores, row maximum (g, bs))."""
+    g = m1 - m0
+    s, raw, diag = _scores(plan, m0, m1, q, kwin, buf[:g], *(mb[:g] if mb is not None else None for mb in masks))
+    rowmax = s.amax(dim=-1)
+    no = rowmax == plan.fill
+    if bool(no.any()):  # only itself to attend to: restore its score
+        diag.copy_(torch.where(no, raw, diag))
+        rowmax = torch.where(no, raw, rowmax)
+    return s, rowmax
+
+
 class _LSHChunkAttention(torch.autograd.Function):
     """Chunked attention of the sorted slots and the combination of the rounds -> (B, H, N, Dh).
 
     Inputs are either ``qk`` and ``v`` (B, H, N, Dh), or the fused projection ``qkv`` (B, N, 2, H, Dh) (then
     the rows are kept in (batch, position, head) order, so no transposes or select-backward copies are
-    needed). Saves the packed rows [q / sqrt(Dh), k, v] (3 * B*H*N*Dh), the output, the probability tiles
-    (n_hashes * B*H*N * K*bucket_size) and O(n_hashes * N) statistics. Not twice differentiable.
+    needed). Saves the packed rows [q / sqrt(Dh), k, v] (3 * B*H*N*Dh), the output, O(n_hashes * N) statistics
+    and, up to ``_STORE_PROBS_MAX`` elements, the probability tiles (n_hashes * B*H*N * K*bucket_size; above
+    that the backward recomputes them). Not twice differentiable.
     """
 
     @staticmethod
@@ -299,9 +322,9 @@ class _LSHChunkAttention(torch.autograd.Function):
             qk, v = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
         with torch.autocast(qk.device.type, enabled=False):
             src, norm = _pack(qk, v, plan)
-            out, probs, w_slot, drop = _forward(src, plan, keep=any(ctx.needs_input_grad))
+            out, probs, w_slot, drop, lse = _forward(src, plan, keep=any(ctx.needs_input_grad))
         ctx.plan = plan
-        ctx.stats = (norm, probs, w_slot, drop)
+        ctx.stats = (norm, probs, w_slot, drop, lse)
         ctx.dtypes = (qk.dtype, v.dtype)
         ctx.fused = qkv is not None
         result = _from_rows(out, plan)
@@ -368,7 +391,11 @@ def _block_views(plan: _Plan, x: torch.Tensor, g: int):
 
 
 def _forward(src: torch.Tensor, plan: _Plan, keep: bool):
-    """Attention of every sorted slot, combined over the rounds; ``keep``: also return the probability tiles."""
+    """Attention of every sorted slot, combined over the rounds.
+
+    ``keep`` (gradients needed): also return the probability tiles when they total at most ``_STORE_PROBS_MAX``
+    elements (else ``None``: the backward recomputes them from ``lse``). Returns (out, probs, w_slot, drop, lse).
+    """
     acc, bs, dh, kk, m_total = plan.acc, plan.bs, plan.dh, plan.k, plan.m
     dev = src.device
     g_max = plan.block()
@@ -378,7 +405,8 @@ def _forward(src: torch.Tensor, plan: _Plan, keep: bool):
     out_sorted = torch.empty(m_total * bs, dh, dtype=acc, device=dev)
     lse = torch.empty(m_total, bs, dtype=acc, device=dev)
     drop = torch.empty(m_total, bs, kk * bs, dtype=torch.bool, device=dev) if plan.dropout_p > 0 else None
-    probs = []
+    keep = keep and m_total * bs * kk * bs <= _STORE_PROBS_MAX
+    probs = [] if keep else None
     pbuf = None if keep else torch.empty_like(sbuf)
 
     for m0 in range(0, m_total, g_max):
@@ -386,12 +414,7 @@ def _forward(src: torch.Tensor, plan: _Plan, keep: bool):
         g = m1 - m0
         x = torch.index_select(src, 0, plan.rows_ext[m0 * bs:(m1 + kk - 1) * bs], out=xbuf[:(g + kk - 1) * bs])
         q, kwin, vwin = _block_views(plan, x, g)
-        s, raw, diag = _scores(plan, m0, m1, q, kwin, sbuf[:g], *(mb[:g] if mb is not None else None for mb in masks))
-        rowmax = s.amax(dim=-1)
-        no = rowmax == plan.fill
-        if bool(no.any()):  # only itself to attend to: restore its score
-            diag.copy_(torch.where(no, raw, diag))
-            rowmax = torch.where(no, raw, rowmax)
+        s, rowmax = _masked_scores(plan, m0, m1, q, kwin, sbuf, masks)
         p = torch._softmax(s, -1, False) if keep else torch._softmax(s, -1, False, out=pbuf[:g])
         # log-sum-exp = max - log(max probability), the max probability being 1 / sum(exp(s - max))
         torch.sub(rowmax, p.amax(dim=-1).log_(), out=lse[m0:m1])
@@ -422,7 +445,7 @@ def _forward(src: torch.Tensor, plan: _Plan, keep: bool):
         out.mul_(w_rows[0])
         for i in range(1, r):
             out.addcmul_(out_sorted.index_select(0, plan.undo[i]), w_rows[i])
-    return out, probs, w_slot, drop
+    return out, probs, w_slot, drop, lse
 
 
 def _mask_buffers(plan: _Plan, g_max: int, dev):
@@ -446,8 +469,12 @@ def _window_grad(plan: _Plan, dst: torch.Tensor, m0: int, m1: int, a: torch.Tens
             rows.baddbmm_(lhs, rhs)
 
 
-def _backward(src, out, grad, plan: _Plan, norm, probs, w_slot, drop, dst):
-    """Gradients of qk and v, written into ``dst`` = (dqk, dv), (B, H, N, Dh)-shaped views of any layout."""
+def _backward(src, out, grad, plan: _Plan, norm, probs, w_slot, drop, lse, dst):
+    """Gradients of qk and v, written into ``dst`` = (dqk, dv), (B, H, N, Dh)-shaped views of any layout.
+
+    ``probs``: the forward's probability tiles, or ``None`` to recompute each tile as exp(s - lse) from the
+    packed rows (the masked scores of :func:`_masked_scores` and the per-row log-sum-exp of the forward).
+    """
     acc, bs, dh, kk, m_total, before = plan.acc, plan.bs, plan.dh, plan.k, plan.m, plan.before
     dev = src.device
     g_rows = _layout(grad, plan).to(acc).reshape(-1, dh)
@@ -466,6 +493,10 @@ def _backward(src, out, grad, plan: _Plan, norm, probs, w_slot, drop, dst):
     xbuf = torch.empty((g_max + kk - 1) * bs, 3 * dh, dtype=acc, device=dev)
     gbuf = torch.empty(g_max * bs, dh, dtype=acc, device=dev)
     dpbuf = torch.empty(g_max, bs, kk * bs, dtype=acc, device=dev)
+    pbuf = masks = None
+    if probs is None:
+        pbuf = torch.empty_like(dpbuf)
+        masks = _mask_buffers(plan, g_max, dev)
     keep_scale = 1.0 / (1.0 - plan.dropout_p) if plan.dropout_p > 0 else 1.0
 
     for m0 in range(0, m_total, g_max):
@@ -473,7 +504,11 @@ def _backward(src, out, grad, plan: _Plan, norm, probs, w_slot, drop, dst):
         g = m1 - m0
         x = torch.index_select(src, 0, plan.rows_ext[m0 * bs:(m1 + kk - 1) * bs], out=xbuf[:(g + kk - 1) * bs])
         q, kwin, vwin = _block_views(plan, x, g)
-        p = probs[m0 // g_max]
+        if probs is None:
+            p, _ = _masked_scores(plan, m0, m1, q, kwin, pbuf, masks)
+            p = p.sub_(lse[m0:m1, :, None]).exp_()
+        else:
+            p = probs[m0 // g_max]
         gq = torch.index_select(g_rows, 0, plan.rows_q[m0 * bs:m1 * bs], out=gbuf[:g * bs]).view(g, bs, dh)
         gq.mul_(w_slot[m0:m1, :, None])  # gradient of this round's output
         dp = torch.bmm(gq, vwin.transpose(1, 2), out=dpbuf[:g])
@@ -487,7 +522,7 @@ def _backward(src, out, grad, plan: _Plan, norm, probs, w_slot, drop, dst):
         ds = dp.sub_(c_slot[m0:m1, :, None]).mul_(p)
         _window_grad(plan, dk_s, m0, m1, ds, q)
         torch.bmm(ds, kwin, out=dq_s[m0 * bs:m1 * bs].view(g, bs, dh))
-    del xbuf, gbuf, dpbuf
+    del xbuf, gbuf, dpbuf, pbuf, masks
     # un-sort: every (round, row) is one sorted slot (plan.undo), key slots sit `before` chunks further on
     r = plan.n_hashes
     shape = _layout(dst[0], plan).shape
