@@ -250,7 +250,8 @@ def report(rows: list[dict], lengths: list[int], impls: list[str], info: dict, a
                     for n in lengths]])
     lines = [f"# Attention layer forward + backward ({args.device}, {args.dtype})", "",
              H.machine_header(info), "",
-             f"Batch {args.batch}, d_model {D_MODEL}, {N_HEADS} heads, {args.time_stat} of {args.repeats} runs after "
+             f"Batch {args.batch}, d_model {D_MODEL}, {N_HEADS} heads, allocator {args.cpu_allocator} (timing), "
+             f"{args.time_stat} of {args.repeats} runs after "
              f"{args.warmup} warm-up; peak memory = growth during one step ({mem_method(rows)}); "
              f"ratios < 1 mean longdoc is faster / smaller.", "",
              H.markdown_table(header, body)]
@@ -295,6 +296,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:<i>")
     p.add_argument("--dtype", default="fp32", choices=sorted(H.DTYPES))
+    p.add_argument("--cpu-allocator", default="tuned", choices=["tuned", "default"],
+                   help="timing processes (every implementation alike): tuned = glibc reuses freed blocks "
+                        "(longdoc.runtime.tune_cpu_allocator, train.py's default); default = glibc's own settings")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in workers (default: torch's)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration (then 'timeout')")
     p.add_argument("--full-cap-gib", type=float, default=8.0,
@@ -335,7 +339,8 @@ def main(argv=None) -> int:
             else:
                 cfg = {"impl": impl, "n": n, "batch": args.batch, "device": args.device, "dtype": args.dtype,
                        "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
-                       "seed": args.seed, "alloc_profile": not args.no_alloc_profile, "time_stat": args.time_stat}
+                       "seed": args.seed, "alloc_profile": not args.no_alloc_profile, "time_stat": args.time_stat,
+                       "cpu_allocator": args.cpu_allocator}
                 res = H.run_measured(__file__, cfg, timeout=args.timeout, mem_limit_bytes=mem_limit)
                 if res["status"] in ("timeout", "oom"):
                     failed[impl] = res["status"]

@@ -216,7 +216,7 @@ def plan(args) -> list[dict]:
 def worker_cfg(args, c: dict, n: int) -> dict:
     return {**c, "n": n, "batch": args.batch, "device": args.device, "repeats": args.repeats,
             "warmup": max(args.warmup, 1), "threads": args.threads, "seed": args.seed,
-            "alloc_profile": not args.no_alloc_profile, "time_stat": args.time_stat}
+            "alloc_profile": not args.no_alloc_profile, "time_stat": args.time_stat, "cpu_allocator": args.cpu_allocator}
 
 
 def log_row(row: dict) -> None:
@@ -234,7 +234,7 @@ def report(rows: list[dict], args, info: dict) -> str:
               H.cell(r, "grad_mib", H.fmt_mib), H.cell(r, "act_peak_mib", H.fmt_mib), H.cell(r, "alloc_peak_mib", H.fmt_mib),
               H.cell(r, "time_s", H.fmt_time), r["status"]] for r in rows]
     lines = [f"# Peak memory of one training step (N={args.n}, {args.device})", "", H.machine_header(info), "",
-             f"Batch {args.batch}, d_model {D_MODEL}, d_ff {D_FF}, {N_HEADS} heads, fp32, AdamW; "
+             f"Batch {args.batch}, d_model {D_MODEL}, d_ff {D_FF}, {N_HEADS} heads, fp32, AdamW, allocator {args.cpu_allocator} (timing); "
              f"peak_mem_mib = state (parameters + AdamW moments + batch, exact) + peak growth during the step "
              f"({next((r['mem_method'] for r in rows if r.get('mem_method')), '?')}); alloc MiB = the same with the torch.profiler "
              f"tensor peak (CPU cross-check); grad MiB = the parameters' gradients; activation MiB = peak growth "
@@ -363,6 +363,9 @@ def parse_args(argv=None):
     p.add_argument("--time-stat", default="median", choices=["median", "min"],
                    help="statistic of the timed steps reported as time_s (min is robust on a shared machine)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--cpu-allocator", default="tuned", choices=["tuned", "default"],
+                   help="timing processes (every implementation alike): tuned = glibc reuses freed blocks "
+                        "(longdoc.runtime.tune_cpu_allocator, train.py's default); default = glibc's own settings")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--timeout", type=float, default=1200.0, help="seconds per configuration / attempt")
     p.add_argument("--mem-limit-gib", type=float, default=None,

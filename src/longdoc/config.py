@@ -122,6 +122,9 @@ def _positive(cfg: DictConfig, key: str, hint: str = "") -> None:
                               + (f"; {hint}" if hint else ""))
 
 
+CPU_ALLOCATORS = ("tuned", "default")
+
+
 def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
     """Check the composed training config; return the instantiated (datamodule, LightningModule).
 
@@ -134,7 +137,7 @@ def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
         ConfigError: unknown attention; ``model.n_heads`` not dividing ``model.d_model``; non-positive
             ``attention.bucket_size`` / ``attention.attention_window`` / ``attention.n_hashes``;
             ``position.axial_dims`` not summing to ``model.d_model``; ``position.axial_shape`` whose product
-            is smaller than the longest sequence; a checkpoint monitor the task does not log (or the wrong mode);
+            is smaller than the longest sequence; ``runtime.cpu_allocator`` not tuned / default; a checkpoint monitor the task does not log (or the wrong mode);
             any other constructor ``ValueError`` (re-raised with its key), e.g. an unknown task.
     """
     from .lightning import LongDocModule  # local: keeps `import longdoc.config` light
@@ -154,6 +157,10 @@ def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
     _positive(cfg, "attention.bucket_size", "e.g. attention.bucket_size=64")
     _positive(cfg, "attention.attention_window", "e.g. attention.attention_window=64")
     _positive(cfg, "attention.n_hashes", "e.g. attention.n_hashes=2")
+    allocator = OmegaConf.select(cfg, "runtime.cpu_allocator", default="default")
+    if allocator not in CPU_ALLOCATORS:
+        raise ConfigError(f"runtime.cpu_allocator={allocator!r} is unknown: choose one of {list(CPU_ALLOCATORS)} "
+                          "(tuned = glibc reuses freed memory, see longdoc.runtime)")
 
     try:
         datamodule = hydra.utils.instantiate(cfg.data)

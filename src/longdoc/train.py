@@ -18,6 +18,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .config import ConfigError, resolve_wandb_offline, validate_config
+from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("longdoc")
 
@@ -95,6 +96,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
     datamodule, module = validate_config(cfg)
+    if OmegaConf.select(cfg, "runtime.cpu_allocator", default="default") == "tuned":
+        tune_cpu_allocator()
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)

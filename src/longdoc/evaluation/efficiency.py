@@ -74,7 +74,8 @@ class EfficiencySettings:
 
     Raises (``__post_init__``):
         ValueError: empty ``attentions`` / ``lengths``, a non-positive length / ``batch_size`` / ``repeats``,
-            negative ``warmup``, ``time_stat`` not 'median' or 'min', ``device`` not 'cpu', 'cuda[:i]' or 'auto';
+            negative ``warmup``, ``time_stat`` not 'median' or 'min', ``device`` not 'cpu', 'cuda[:i]' or 'auto',
+            ``cpu_allocator`` not 'tuned' or 'default';
             the message names the key (``efficiency.<key>``).
     """
 
@@ -86,6 +87,7 @@ class EfficiencySettings:
     time_stat: str = "median"
     device: str = "cpu"
     threads: int | None = None
+    cpu_allocator: str = "tuned"
     timeout_s: float = 600.0
     mem_limit_gib: float | None = None
     separate_memory_process: bool = True
@@ -115,6 +117,8 @@ class EfficiencySettings:
             raise ValueError(f"efficiency.time_stat must be 'median' or 'min', got {self.time_stat!r}")
         if not (self.device in ("cpu", "auto") or str(self.device).startswith("cuda")):
             raise ValueError(f"efficiency.device must be 'cpu', 'cuda', 'cuda:<i>' or 'auto', got {self.device!r}")
+        if self.cpu_allocator not in ("tuned", "default"):
+            raise ValueError(f"efficiency.cpu_allocator must be 'tuned' or 'default', got {self.cpu_allocator!r}")
         if self.timeout_s <= 0:
             raise ValueError(f"efficiency.timeout_s must be positive, got {self.timeout_s}")
 
@@ -245,6 +249,7 @@ def run_efficiency(model_cfgs: Mapping[str, Mapping], settings: EfficiencySettin
                 wcfg = {"model": dict(model_cfgs[attn]), "n": n, "batch_size": settings.batch_size, "device": device,
                         "repeats": settings.repeats, "warmup": max(settings.warmup, 1), "threads": settings.threads,
                         "seed": settings.seed, "time_stat": settings.time_stat, "alloc_profile": settings.alloc_profile,
+                        "cpu_allocator": settings.cpu_allocator,
                         "vocab_size": settings.vocab_size, "num_classes": settings.num_classes}
                 res = H.run_measured(WORKER_CMD, wcfg, timeout=settings.timeout_s, mem_limit_bytes=mem_limit,
                                      phases=phases)

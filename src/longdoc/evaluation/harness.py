@@ -204,8 +204,17 @@ def _sync(device: str) -> None:
 
 
 def worker_setup(cfg: Mapping) -> None:
-    """Common worker preamble: threads, seed, CUDA device checks."""
+    """Common worker preamble: threads, seed, CUDA device checks, and with ``cfg['cpu_allocator'] == 'tuned'``
+    glibc's heap reuse (:func:`longdoc.runtime.tune_cpu_allocator`, what ``train.py`` does by default) in a
+    timing-only process (CPU 'time' phase, or CUDA 'all') -- never where CPU memory is measured, whose RSS
+    accounting relies on :data:`MEMORY_PHASE_ENV`."""
     import torch
+
+    phase, cuda = cfg.get("phase", "all"), str(cfg.get("device", "cpu")).startswith("cuda")
+    if cfg.get("cpu_allocator", "default") == "tuned" and (phase == "time" or (phase == "all" and cuda)):
+        from ..runtime import tune_cpu_allocator
+
+        tune_cpu_allocator()
 
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
