@@ -312,8 +312,13 @@ def run_max_length(args, out: Path, info: dict) -> str:
         cfg = {**worker_cfg(args, c, n), "alloc_profile": False}  # the profiler's own memory must not count
         if cuda:
             cfg["cuda_budget_bytes"] = budget
-        res = H.run_measured(__file__, cfg, timeout=args.timeout, mem_limit_bytes=None if cuda else budget,
-                             phases=["memory"])  # one measured step is enough to decide whether N fits
+        # whether N fits is judged on the whole process's peak under the allocator train.py uses (--cpu-allocator):
+        # glibc tuned, not the exact-accounting settings of the sweep (which page-fault every large block, 4x
+        # slower steps at 32K)
+        tuned = args.cpu_allocator == "tuned"
+        res = H.run_measured(__file__, {**cfg, "tuned_memory_phase": tuned}, timeout=args.timeout,
+                             mem_limit_bytes=None if cuda else budget, phases=["memory"],  # one measured step decides
+                             memory_env=None if tuned else H.MEMORY_PHASE_ENV)
         if res.get("mem_step_s") is not None:
             res["time_s"] = res["mem_step_s"]
         if res.get("device_name"):
@@ -338,7 +343,8 @@ def run_max_length(args, out: Path, info: dict) -> str:
         f"# Longest sequence for one training step within {args.budget_gib:g} GiB ({args.device})", "",
         H.machine_header(info), "",
         f"{name}, depth {c['depth']}, d_model {D_MODEL}, d_ff {D_FF}, {N_HEADS} heads, batch {args.batch}, fp32, AdamW; "
-        f"budget checked against the whole process ({'CUDA allocator' if cuda else 'VmHWM incl. interpreter'}).", "",
+        f"budget checked against the whole process ({'CUDA allocator' if cuda else 'VmHWM incl. interpreter'}); "
+        f"allocator {args.cpu_allocator}.", "",
         H.markdown_table(["N", "model peak MiB", "process peak MiB", "time_s", "status", "note"], table), "",
         verdict]) + "\n"
     (out / "maxlen.md").write_text(md)

@@ -45,3 +45,18 @@ def test_memory_benchmark_writes_depth_table(tmp_path):
         # fp32 gradients: 4 bytes per parameter
         assert abs(float(r["grad_mib"]) - int(r["n_params"]) * 4 / 2**20) < 1e-3
     assert "depth" in (tmp_path / "memory.md").read_text()
+
+
+@pytest.mark.slow
+def test_max_length_search_stops_at_the_budget(tmp_path):
+    """Doubling N until a step no longer fits: a roomy budget fits both lengths tried, a budget below the
+    interpreter's own footprint fits none (the worker is killed or its whole-process peak is over)."""
+    common = ["--max-length", "--start-n", "512", "--max-n", "1024", "--max-length-depth", "1", "--threads", "1"]
+    _run("memory.py", *common, "--budget-gib", "4", out=tmp_path / "roomy")
+    rows = list(csv.DictReader(open(tmp_path / "roomy" / "maxlen.csv")))
+    assert [(int(r["n"]), r["status"]) for r in rows] == [(512, "ok"), (1024, "ok")]
+    assert "Longest N that fits: 1024" in (tmp_path / "roomy" / "maxlen.md").read_text()
+    _run("memory.py", *common, "--budget-gib", "0.05", out=tmp_path / "tight")
+    rows = list(csv.DictReader(open(tmp_path / "tight" / "maxlen.csv")))
+    assert [(int(r["n"]), r["status"]) for r in rows] == [(512, "oom")]
+    assert "Even N=512 does not fit" in (tmp_path / "tight" / "maxlen.md").read_text()

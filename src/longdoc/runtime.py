@@ -36,7 +36,10 @@ def tune_cpu_allocator(mmap_threshold: int = _DEFAULT_BYTES, trim_threshold: int
     Returns:
         True when glibc accepted both settings; False where the C library is not glibc (macOS, musl) or
         refused them -- nothing is changed then and training works as before, only slower at long N.
-        The process keeps up to ``trim_threshold`` bytes of freed memory resident; its peak is unchanged.
+        The process keeps up to ``trim_threshold`` bytes of freed memory resident, and blocks reused from the
+        heap fragment it: measured peak RSS of a 6-layer reversible LSH training step at N = 16K, 1.60 GiB tuned
+        vs 1.43 GiB with glibc's defaults (+12%, interpreter included), for 1.4x faster steps at 32K. Where
+        memory is the limit rather than time, keep glibc's defaults (``runtime.cpu_allocator=default``).
 
     Raises:
         ValueError: a threshold that is not a positive int below 2**31 (mallopt takes a C int).

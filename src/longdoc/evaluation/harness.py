@@ -207,11 +207,13 @@ def worker_setup(cfg: Mapping) -> None:
     """Common worker preamble: threads, seed, CUDA device checks, and with ``cfg['cpu_allocator'] == 'tuned'``
     glibc's heap reuse (:func:`longdoc.runtime.tune_cpu_allocator`, what ``train.py`` does by default) in a
     timing-only process (CPU 'time' phase, or CUDA 'all') -- never where CPU memory is measured, whose RSS
-    accounting relies on :data:`MEMORY_PHASE_ENV`."""
+    accounting relies on :data:`MEMORY_PHASE_ENV` (unless ``cfg['tuned_memory_phase']``: then the caller runs the
+    memory phase without that environment, e.g. to judge whole-process peaks under the allocator users get)."""
     import torch
 
     phase, cuda = cfg.get("phase", "all"), str(cfg.get("device", "cpu")).startswith("cuda")
-    if cfg.get("cpu_allocator", "default") == "tuned" and (phase == "time" or (phase == "all" and cuda)):
+    timing_only = phase == "time" or (phase == "all" and cuda)
+    if cfg.get("cpu_allocator", "default") == "tuned" and (timing_only or cfg.get("tuned_memory_phase")):
         from ..runtime import tune_cpu_allocator
 
         tune_cpu_allocator()
@@ -472,18 +474,19 @@ def run_config(script: str | Path | Sequence[str], cfg: Mapping, *, timeout: flo
 
 
 def run_measured(script: str | Path | Sequence[str], cfg: Mapping, *, timeout: float, mem_limit_bytes: int | None = None,
-                 phases: Sequence[str] | None = None) -> dict:
+                 phases: Sequence[str] | None = None, memory_env: Mapping[str, str] | None = MEMORY_PHASE_ENV) -> dict:
     """Measure one configuration: on CPU a timing process, then a memory process (its own glibc
     settings, :data:`MEMORY_PHASE_ENV`); on CUDA one process doing both. Results are merged; the
     status is the first one that is not 'ok' (a failed phase skips the rest). ``wall_s`` sums the
-    processes, each of which gets ``timeout`` seconds.
+    processes, each of which gets ``timeout`` seconds. ``memory_env``: the CPU memory process's extra
+    environment (``None``: none).
     """
     cuda = str(cfg.get("device", "cpu")).startswith("cuda")
     phases = list(phases or (["all"] if cuda else ["time", "memory"]))
     merged: dict = {"status": "ok", "note": "", "wall_s": 0.0}
     for phase in phases:
         res = run_config(script, {**cfg, "phase": phase}, timeout=timeout, mem_limit_bytes=mem_limit_bytes,
-                         env=MEMORY_PHASE_ENV if (phase == "memory" and not cuda) else None)
+                         env=memory_env if (phase == "memory" and not cuda) else None)
         wall = merged["wall_s"] + res.pop("wall_s", 0.0)
         merged.update({k: v for k, v in res.items() if k not in ("status", "note")})
         merged["wall_s"] = wall
