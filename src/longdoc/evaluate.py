@@ -50,6 +50,23 @@ def load_module(ckpt_path: str | Path, attention_overrides: dict | None = None) 
     return module
 
 
+def load_module_and_data(cfg: DictConfig) -> tuple[LongDocModule, pl.LightningDataModule]:
+    """The module of ``cfg.ckpt_path`` (with the non-null ``cfg.attention`` keys overriding its attention) and
+    its data module, rebuilt from the configuration saved in the checkpoint with the non-null ``cfg.data`` keys
+    merged over it (not set up: no data is read yet).
+
+    Raises:
+        FileNotFoundError: missing checkpoint. ValueError: a checkpoint without a saved data config.
+    """
+    attn_over = {k: v for k, v in OmegaConf.to_container(cfg.attention, resolve=True).items() if v is not None}
+    module = load_module(cfg.ckpt_path, attn_over or None)
+    saved = OmegaConf.create(module.hparams.config or {})
+    if "data" not in saved:
+        raise ValueError(f"checkpoint {cfg.ckpt_path} has no saved data config; was it written by longdoc's train.py?")
+    data_over = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if v is not None}
+    return module, hydra.utils.instantiate(OmegaConf.merge(saved.data, data_over))
+
+
 MODES = ("metrics", "lra_table", "efficiency", "attention_pattern")
 
 
@@ -97,14 +114,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
                          "ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt")
     if cfg.split not in ("test", "val"):
         raise ValueError(f"split must be 'test' or 'val', got {cfg.split!r}")
-    attn_over = {k: v for k, v in OmegaConf.to_container(cfg.attention, resolve=True).items() if v is not None}
-    module = load_module(cfg.ckpt_path, attn_over or None)
-    saved = OmegaConf.create(module.hparams.config or {})
-    if "data" not in saved:
-        raise ValueError(f"checkpoint {cfg.ckpt_path} has no saved data config; was it written by longdoc's train.py?")
-    data_over = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if v is not None}
-    data_cfg = OmegaConf.merge(saved.data, data_over)
-    datamodule = hydra.utils.instantiate(data_cfg)
+    module, datamodule = load_module_and_data(cfg)
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer)
     if cfg.split == "test":
         res = trainer.test(module, datamodule=datamodule, verbose=False)
@@ -119,7 +129,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, float]:
     table = Table(title=f"{Path(cfg.ckpt_path).name} on {cfg.split}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    attn = saved.get("attention", {}).get("name", "?")
+    attn = OmegaConf.select(OmegaConf.create(module.hparams.config or {}), "attention.name", default="?")
     table.add_row("attention", str(attn))
     for k, v in sorted(metrics.items()):
         table.add_row(k, f"{v:.4f}")

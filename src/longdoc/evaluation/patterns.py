@@ -578,22 +578,13 @@ def synthetic_input(length: int, *, vocab_size: int = 32, padding: int = 0, seed
 
 
 def _checkpoint_patterns(cfg, pcfg: Mapping) -> tuple[list[LayerPattern], str]:
-    import hydra
-    from omegaconf import OmegaConf
-
-    from ..evaluate import load_module
+    from ..evaluate import load_module_and_data
     from ._common import find_encoder
 
     split = pcfg.get("split", "test")
     if split not in ("train", "val", "test"):
         raise ValueError(f"pattern.split must be 'train', 'val' or 'test', got {split!r}")
-    attn_over = {k: v for k, v in OmegaConf.to_container(cfg.attention, resolve=True).items() if v is not None}
-    module = load_module(cfg.ckpt_path, attn_over or None)
-    saved = OmegaConf.create(module.hparams.config or {})
-    if "data" not in saved:
-        raise ValueError(f"checkpoint {cfg.ckpt_path} has no saved data config; was it written by longdoc's train.py?")
-    data_over = {k: v for k, v in OmegaConf.to_container(cfg.data, resolve=True).items() if v is not None}
-    dm = hydra.utils.instantiate(OmegaConf.merge(saved.data, data_over))
+    module, dm = load_module_and_data(cfg)
     dm.setup("test")
     ds = dm.datasets[split]
     idx = int(pcfg.get("sample_index", 0))
