@@ -344,21 +344,19 @@ def print_lra(results: Sequence[RunResult]) -> None:
     from rich.table import Table
 
     console = Console(width=None if sys.stdout.isatty() else 140)  # log files: no wrapping at 80
+    def show(title, header, rows):
+        table = Table(title=title)
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+
     header, rows, _ = lra_table(results)
-    table = Table(title="Long Range Arena test accuracy (%): ours vs Tay et al. 2021, Table 1")
-    for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*r)
-    console.print(table)
+    show("Long Range Arena test accuracy (%): ours vs Tay et al. 2021, Table 1", header, rows)
     lm_header, lm_rows = lm_table(results)
     if lm_rows:
-        t2 = Table(title="Byte-level LM (bits per byte)")
-        for i, h in enumerate(lm_header):
-            t2.add_column(h, justify="left" if i == 0 else "right")
-        for r in lm_rows:
-            t2.add_row(*r)
-        console.print(t2)
+        show("Byte-level LM (bits per byte)", lm_header, lm_rows)
 
 
 def write_lra_report(results: Sequence[RunResult], out_dir: str | os.PathLike,
