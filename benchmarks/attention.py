@@ -296,9 +296,9 @@ def parse_args(argv=None):
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:<i>")
     p.add_argument("--dtype", default="fp32", choices=sorted(H.DTYPES))
-    p.add_argument("--cpu-allocator", default="tuned", choices=["tuned", "default"],
-                   help="timing processes (every implementation alike): tuned = glibc reuses freed blocks "
-                        "(longdoc.runtime.tune_cpu_allocator, train.py's default); default = glibc's own settings")
+    p.add_argument("--cpu-allocator", default="default", choices=["tuned", "default"],
+                   help="timing processes (every implementation alike): default = glibc's own settings (train.py's "
+                        "default); tuned = glibc reuses freed blocks (runtime.cpu_allocator=tuned)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in workers (default: torch's)")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per configuration (then 'timeout')")
     p.add_argument("--full-cap-gib", type=float, default=8.0,

@@ -37,9 +37,9 @@ def tune_cpu_allocator(mmap_threshold: int = _DEFAULT_BYTES, trim_threshold: int
         True when glibc accepted both settings; False where the C library is not glibc (macOS, musl) or
         refused them -- nothing is changed then and training works as before, only slower at long N.
         The process keeps up to ``trim_threshold`` bytes of freed memory resident, and blocks reused from the
-        heap fragment it: measured peak RSS of a 6-layer reversible LSH training step at N = 16K, 1.60 GiB tuned
-        vs 1.43 GiB with glibc's defaults (+12%, interpreter included), for 1.4x faster steps at 32K. Where
-        memory is the limit rather than time, keep glibc's defaults (``runtime.cpu_allocator=default``).
+        heap fragment it: measured peak RSS of a 6-layer reversible LSH training step, 1.60 vs 1.43 GiB with
+        glibc's defaults at N = 16K (+12%, interpreter included), 2.55 vs 1.87 GiB at 32K (+37%). Hence it is
+        opt-in (``runtime.cpu_allocator=tuned``): for speed where memory is not the limit.
 
     Raises:
         ValueError: a threshold that is not a positive int below 2**31 (mallopt takes a C int).
@@ -57,7 +57,7 @@ def tune_cpu_allocator(mmap_threshold: int = _DEFAULT_BYTES, trim_threshold: int
     ok = bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(M_TRIM_THRESHOLD, trim_threshold))
     if ok:
         log.info("cpu allocator: glibc mmap threshold %d MiB, trim threshold %d MiB (freed blocks are reused, "
-                 "not unmapped; runtime.cpu_allocator=default keeps glibc's settings)",
+                 "not unmapped: faster, larger peak RSS; runtime.cpu_allocator=default keeps glibc's settings)",
                  mmap_threshold >> 20, trim_threshold >> 20)
     else:
         log.warning("cpu allocator: glibc refused mallopt(mmap_threshold=%d, trim_threshold=%d); left as it is",

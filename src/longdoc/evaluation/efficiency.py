@@ -87,7 +87,7 @@ class EfficiencySettings:
     time_stat: str = "median"
     device: str = "cpu"
     threads: int | None = None
-    cpu_allocator: str = "tuned"
+    cpu_allocator: str = "default"
     timeout_s: float = 600.0
     mem_limit_gib: float | None = None
     separate_memory_process: bool = True

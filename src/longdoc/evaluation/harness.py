@@ -205,7 +205,7 @@ def _sync(device: str) -> None:
 
 def worker_setup(cfg: Mapping) -> None:
     """Common worker preamble: threads, seed, CUDA device checks, and with ``cfg['cpu_allocator'] == 'tuned'``
-    glibc's heap reuse (:func:`longdoc.runtime.tune_cpu_allocator`, what ``train.py`` does by default) in a
+    glibc's heap reuse (:func:`longdoc.runtime.tune_cpu_allocator`, ``train.py runtime.cpu_allocator=tuned``) in a
     timing-only process (CPU 'time' phase, or CUDA 'all') -- never where CPU memory is measured, whose RSS
     accounting relies on :data:`MEMORY_PHASE_ENV` (unless ``cfg['tuned_memory_phase']``: then the caller runs the
     memory phase without that environment, e.g. to judge whole-process peaks under the allocator users get)."""
