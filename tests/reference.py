@@ -29,3 +29,27 @@ def self_masked(mask):
     others = mask & ~eye
     has_other = others.any(dim=-1, keepdim=True)
     return others | (eye & ~has_other)
+
+
+def lsh_round_masks(buckets, n, bucket_size, real, *, before=1, after=0, causal=False, across=True):
+    """(R, B, H, n, n) bool: which keys each query attends in each LSH round, built in plain Python from the
+    buckets (B, H, R, n_pad): sort by (bucket, position), cut chunks of ``bucket_size``, look ``before`` chunks back
+    and ``after`` ahead in the same round; a query attends itself only when it has no other target (Kitaev et al.
+    2020, section 2). ``real``: (B, n) nested lists / bool tensor of real keys."""
+    b, h, r, n_pad = buckets.shape
+    masks = torch.zeros(r, b, h, n, n, dtype=torch.bool)
+    for ri in range(r):
+        for bi in range(b):
+            for hi in range(h):
+                bk = buckets[bi, hi, ri].tolist()
+                order = sorted(range(n_pad), key=lambda j: (bk[j], j))
+                chunk = [0] * n_pad
+                for slot, p in enumerate(order):
+                    chunk[p] = slot // bucket_size
+                for i in range(n):
+                    keys = [j for j in range(n)
+                            if j != i and real[bi][j] and -before <= chunk[j] - chunk[i] <= after
+                            and (not causal or j < i) and (across or bk[j] == bk[i])]
+                    for j in keys or [i]:  # itself only when there is no other target
+                        masks[ri, bi, hi, i, j] = True
+    return masks

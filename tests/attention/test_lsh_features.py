@@ -17,6 +17,7 @@ import torch.nn.functional as F
 import longdoc.attention.lsh as lsh_module
 from longdoc.attention import LSHAttention, default_n_buckets, hash_buckets, lsh_attention
 from longdoc.attention.lsh import random_rotations
+from tests.reference import lsh_round_masks
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
@@ -24,27 +25,6 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 def _qkv(seed, b, h, n, d, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(b, h, n, d, generator=g, dtype=dtype), torch.randn(b, h, n, d, generator=g, dtype=dtype)
-
-
-def _round_masks(buckets, n, bucket_size, real, *, before=1, after=0, causal=False, across=True):
-    """(R, B, H, n, n) bool: which keys each query attends in each round, built in plain Python."""
-    b, h, r, n_pad = buckets.shape
-    masks = torch.zeros(r, b, h, n, n, dtype=torch.bool)
-    for ri in range(r):
-        for bi in range(b):
-            for hi in range(h):
-                bk = buckets[bi, hi, ri].tolist()
-                order = sorted(range(n_pad), key=lambda j: (bk[j], j))
-                chunk = [0] * n_pad
-                for slot, p in enumerate(order):
-                    chunk[p] = slot // bucket_size
-                for i in range(n):
-                    keys = [j for j in range(n)
-                            if j != i and real[bi][j] and -before <= chunk[j] - chunk[i] <= after
-                            and (not causal or j < i) and (across or bk[j] == bk[i])]
-                    for j in keys or [i]:  # itself only when there is no other target
-                        masks[ri, bi, hi, i, j] = True
-    return masks
 
 
 def _reference(qk, v, masks, dedup=False):
@@ -113,7 +93,7 @@ def _run_case(kw, dtype, requires_grad=False):
     kw = dict(kw)
     kw.setdefault("n_buckets", 6)
     out, buckets = lsh_attention(qk, v, n_hashes=3, bucket_size=bs, padding_mask=pm, seed=2, return_buckets=True, **kw)
-    masks = _round_masks(buckets, n, bs, pm.tolist(), before=kw.get("n_chunks_before", 1),
+    masks = lsh_round_masks(buckets, n, bs, pm.tolist(), before=kw.get("n_chunks_before", 1),
                          after=kw.get("n_chunks_after", 0), causal=kw.get("causal", False),
                          across=kw.get("attend_across_buckets", True))
     ref = _reference(qk, v, masks, dedup=not kw.get("allow_duplicate_attention", True))
@@ -229,7 +209,7 @@ def test_automatic_bucket_count_factorises_like_huggingface():
     out, buckets = lsh_attention(qk, v, n_hashes=2, bucket_size=4, padding_mask=pm, seed=0, return_buckets=True)
     assert int(buckets[..., :190].max()) < 128 and buckets[..., :190].unique().numel() > 64
     assert (buckets[..., 190:] == 128).all()  # padding (and the tail up to 200) in an extra last bucket
-    masks = _round_masks(buckets, 197, 4, pm.tolist())
+    masks = lsh_round_masks(buckets, 197, 4, pm.tolist())
     ref = _reference(qk, v, masks)
     torch.testing.assert_close(out[:, :, :190], ref[:, :, :190], atol=1e-10, rtol=1e-10)
 

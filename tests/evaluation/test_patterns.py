@@ -15,6 +15,7 @@ from longdoc.evaluation.patterns import (
 )
 from longdoc.models import Encoder
 from longdoc.train import train
+from tests.reference import lsh_round_masks
 
 
 def _local_global_loops(real, glob, w, d=1, causal=False):
@@ -31,26 +32,6 @@ def _local_global_loops(real, glob, w, d=1, causal=False):
                     continue
                 window = abs(i - j) <= w * d and (i - j) % d == 0
                 out[bi, i, j] = gi or bool(glob[bi, j]) or window
-    return out
-
-
-def _lsh_rebuild(buckets, n, bs, real, before=1, after=0, causal=False, across=True):
-    """(B, H, R, n, n): per round, sort by (bucket, position), chunk, look `before` back and `after` ahead."""
-    b, h, r, n_pad = buckets.shape
-    out = torch.zeros(b, h, r, n, n, dtype=torch.bool)
-    for bi in range(b):
-        for hi in range(h):
-            for ri in range(r):
-                bk = buckets[bi, hi, ri].tolist()
-                order = sorted(range(n_pad), key=lambda j: (bk[j], j))
-                chunk = {p: slot // bs for slot, p in enumerate(order)}
-                for i in range(n):
-                    if not real[bi, i]:
-                        continue
-                    keys = [j for j in range(n) if j != i and real[bi, j] and -before <= chunk[j] - chunk[i] <= after
-                            and (not causal or j < i) and (across or bk[j] == bk[i])]
-                    for j in keys or [i]:
-                        out[bi, hi, ri, i, j] = True
     return out
 
 
@@ -87,9 +68,10 @@ def test_lsh_pairs_equal_an_independent_rebuild_from_the_buckets(opts):
     _, buckets = lsh_attention(qk, v, n_hashes=3, bucket_size=bs, padding_mask=real, seed=7, return_buckets=True,
                                **opts)
     got = lsh_pairs(buckets, bucket_size=bs, n=n, padding_mask=real, **opts)
-    ref = _lsh_rebuild(buckets, n, bs, real, before=opts.get("n_chunks_before", 1),
-                       after=opts.get("n_chunks_after", 0), causal=opts.get("causal", False),
-                       across=opts.get("attend_across_buckets", True))
+    ref = lsh_round_masks(buckets, n, bs, real.tolist(), before=opts.get("n_chunks_before", 1),
+                          after=opts.get("n_chunks_after", 0), causal=opts.get("causal", False),
+                          across=opts.get("attend_across_buckets", True))
+    ref = ref.permute(1, 2, 0, 3, 4) & real[:, None, None, :, None]  # (B, H, R, n, n); padding queries: none
     assert torch.equal(got, ref)
 
 

@@ -151,3 +151,21 @@ def expand_run_dirs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
             seen.add(key)
             out.append(d)
     return out, warnings
+
+
+def print_tables(tables: Sequence[tuple[str, Sequence[str], Sequence[Sequence[str]]]]) -> None:
+    """Print ``(title, header, rows)`` tables with rich: first column left-aligned, the others right; 140
+    columns wide when stdout is not a terminal (log files), so tables do not wrap at 80."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    for title, header, rows in tables:
+        table = Table(title=title)
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)

@@ -400,18 +400,10 @@ def write_efficiency_report(rows: Sequence[Mapping], settings: EfficiencySetting
 
 def print_efficiency(rows: Sequence[Mapping]) -> None:
     """Print the steps/s and memory tables with rich."""
-    from rich.console import Console
-    from rich.table import Table
+    from ._common import print_tables
 
     header, speed, mem = efficiency_tables(rows)
-    console = Console(width=None if sys.stdout.isatty() else 140)  # log files: no wrapping at 80
-    for title, body in (("steps per second (vs full)", speed), ("peak memory MiB (vs full)", mem)):
-        table = Table(title=title)
-        for i, h in enumerate(header):
-            table.add_column(h, justify="left" if i == 0 else "right")
-        for r in body:
-            table.add_row(*r)
-        console.print(table)
+    print_tables([("steps per second (vs full)", header, speed), ("peak memory MiB (vs full)", header, mem)])
 
 
 def _model_desc(model_cfgs: Mapping[str, Mapping]) -> str:

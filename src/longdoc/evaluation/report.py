@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,23 +339,14 @@ def plot_lra(results: Sequence[RunResult], path: str | os.PathLike) -> bool:
 
 def print_lra(results: Sequence[RunResult]) -> None:
     """Print the LRA table (and the LM table) with rich."""
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(width=None if sys.stdout.isatty() else 140)  # log files: no wrapping at 80
-    def show(title, header, rows):
-        table = Table(title=title)
-        for i, h in enumerate(header):
-            table.add_column(h, justify="left" if i == 0 else "right")
-        for r in rows:
-            table.add_row(*r)
-        console.print(table)
+    from ._common import print_tables
 
     header, rows, _ = lra_table(results)
-    show("Long Range Arena test accuracy (%): ours vs Tay et al. 2021, Table 1", header, rows)
+    tables = [("Long Range Arena test accuracy (%): ours vs Tay et al. 2021, Table 1", header, rows)]
     lm_header, lm_rows = lm_table(results)
     if lm_rows:
-        show("Byte-level LM (bits per byte)", lm_header, lm_rows)
+        tables.append(("Byte-level LM (bits per byte)", lm_header, lm_rows))
+    print_tables(tables)
 
 
 def write_lra_report(results: Sequence[RunResult], out_dir: str | os.PathLike,
