@@ -27,7 +27,8 @@ the torch-profiler tensor peak instead of RSS (CPU cross-check). ``rss_peak_tota
 whole process's peak RSS during the step, interpreter and torch runtime included (about 0.3-0.5 GiB
 more); the ``--max-length`` budget is checked against it.
 
-Configurations (``--depths``, ``--attentions``, ``--reversible``, ``--ff-chunks``, ``--no-hf``):
+Configurations (``--depths``, ``--attentions``, ``--reversible``, ``--ff-chunks``, ``--optimizer-in-backward``,
+``--no-hf``):
 
 * ``longdoc <attention> rev|std ff=<chunk>``: ``longdoc.models.Encoder(vocab_size=32, d_model=256,
   n_heads=4, depth, d_ff=1024, attention=..., position={name: axial, axial_shape, axial_dims:
@@ -42,10 +43,15 @@ Configurations (``--depths``, ``--attentions``, ``--reversible``, ``--ff-chunks`
   lsh_attention_probs_dropout_prob=0.0, max_position_embeddings=N, vocab_size=32, is_decoder=False))``.
   HF Reformer is always reversible. Its output concatenates the two reversible streams (width 512),
   so its head is ``Linear(512, 2)``.
+* ``... opt-in-bwd`` (reversible configurations, ours and HF's alike): the same AdamW, stepped per parameter
+  from its post-accumulate-grad hook inside the backward pass, each gradient freed once used
+  (``longdoc.optim.OptimizerInBackward``, train.py ``optimizer.in_backward=true``). The same updates;
+  what it removes from the peak is the full set of gradients that ordinary training holds at the end of backward,
+  the part of a reversible model's step that still grows with depth besides the persistent state.
 
 Ratio rows: depth_max / depth_min for every reversible and every standard variant (activation memory of
 a reversible stack should be nearly flat in depth; a standard stack grows linearly), and longdoc / HF
-at each depth for reversible LSH with the same feed-forward chunking.
+at each depth for reversible LSH with the same feed-forward chunking and the same optimizer placement.
 
 ``--max-length``: the longest power-of-two N (from ``--start-n``, default 8192, doubling) at which one
 training step of a ``--max-length-depth`` (6) layer reversible LSH model with ``--max-length-ff-chunk``
@@ -66,6 +72,7 @@ line per configuration), ``memory.json``; with ``--max-length``: ``maxlen.csv``,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -76,7 +83,7 @@ D_MODEL, N_HEADS, D_FF, VOCAB = 256, 4, 1024, 32
 LSH_BUCKET, LSH_HASHES, LOCAL_WINDOW = 64, 2, 128
 FIELDS = ("config", "depth", "n", "peak_mem_mib", "time_s", "status", "state_mib", "step_peak_mib", "grad_mib",
           "act_peak_mib",
-          "alloc_peak_mib", "rss_peak_total_mib", "time_median_s", "time_min_s", "mem_step_s", "model", "attention", "reversible", "ff_chunk", "n_params", "mem_method", "wall_s", "note")
+          "alloc_peak_mib", "rss_peak_total_mib", "time_median_s", "time_min_s", "mem_step_s", "model", "attention", "reversible", "ff_chunk", "in_backward", "n_params", "mem_method", "wall_s", "note")
 
 
 def axial_shape(n: int) -> tuple[int, int]:
@@ -87,8 +94,8 @@ def axial_shape(n: int) -> tuple[int, int]:
     return l1, n // l1
 
 
-def config_name(model: str, attention: str, reversible: bool, ff_chunk: int) -> str:
-    return f"{model} {attention} {'rev' if reversible else 'std'} ff={ff_chunk}"
+def config_name(model: str, attention: str, reversible: bool, ff_chunk: int, in_backward: bool = False) -> str:
+    return f"{model} {attention} {'rev' if reversible else 'std'} ff={ff_chunk}" + (" opt-in-bwd" if in_backward else "")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,6 +173,10 @@ def worker(cfg: dict) -> dict:
         torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total))
     model = build_model(cfg).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if cfg.get("in_backward"):  # each parameter steps from its gradient hook; opt.step() below finds no gradients
+        from longdoc.optim import OptimizerInBackward
+
+        OptimizerInBackward(opt)
     gen = torch.Generator().manual_seed(int(cfg.get("seed", 0)))
     ids = torch.randint(1, VOCAB, (cfg["batch"], cfg["n"]), generator=gen).to(device)
     labels = torch.zeros(cfg["batch"], dtype=torch.long, device=device)
@@ -185,9 +196,11 @@ def worker(cfg: dict) -> dict:
         state = H.tensor_bytes([list(model.parameters()), list(model.buffers()), opt.state, ids, labels])
         res["state_mib"] = state / H.MIB
         res["step_peak_mib"] = res["peak_mem_mib"]
-        # every parameter's gradient is alive at the end of backward: what remains of the step's peak is
-        # activations, autograd buffers and temporaries (the part reversible layers keep flat in depth)
-        res["grad_mib"] = sum(p.numel() * p.element_size() for p in model.parameters()) / H.MIB
+        # every parameter's gradient is alive at the end of backward (with the step fused into backward, one
+        # at a time: the largest): what remains of the step's peak is activations, autograd buffers and
+        # temporaries (the part reversible layers keep flat in depth)
+        sizes = [p.numel() * p.element_size() for p in model.parameters()]
+        res["grad_mib"] = (max(sizes) if cfg.get("in_backward") else sum(sizes)) / H.MIB
         res["act_peak_mib"] = res["step_peak_mib"] - res["grad_mib"]
         res["peak_mem_mib"] += res["state_mib"]
         if res.get("alloc_peak_mib") is not None:
@@ -205,11 +218,15 @@ def plan(args) -> list[dict]:
     out = []
     for attention in args.attentions:
         for rev in args.reversible:
-            for chunk in args.ff_chunks:
-                out.append({"model": "longdoc", "attention": attention, "reversible": rev, "ff_chunk": chunk})
+            for ibwd in (args.optimizer_in_backward if rev else [False]):
+                for chunk in args.ff_chunks:
+                    out.append({"model": "longdoc", "attention": attention, "reversible": rev, "ff_chunk": chunk,
+                                "in_backward": ibwd})
     if not args.no_hf:
-        for chunk in args.ff_chunks:
-            out.append({"model": "hf-reformer", "attention": "lsh", "reversible": True, "ff_chunk": chunk})
+        for ibwd in args.optimizer_in_backward:
+            for chunk in args.ff_chunks:
+                out.append({"model": "hf-reformer", "attention": "lsh", "reversible": True, "ff_chunk": chunk,
+                            "in_backward": ibwd})
     return [{**c, "depth": d} for c in out for d in args.depths]
 
 
@@ -237,7 +254,9 @@ def report(rows: list[dict], args, info: dict) -> str:
              f"Batch {args.batch}, d_model {D_MODEL}, d_ff {D_FF}, {N_HEADS} heads, fp32, AdamW, allocator {args.cpu_allocator} (timing); "
              f"peak_mem_mib = state (parameters + AdamW moments + batch, exact) + peak growth during the step "
              f"({next((r['mem_method'] for r in rows if r.get('mem_method')), '?')}); alloc MiB = the same with the torch.profiler "
-             f"tensor peak (CPU cross-check); grad MiB = the parameters' gradients; activation MiB = peak growth "
+             f"tensor peak (CPU cross-check); grad MiB = the parameters' gradients (opt-in-bwd: AdamW steps each parameter "
+             f"inside backward and frees its gradient, longdoc.optim.OptimizerInBackward; the largest one); "
+             f"activation MiB = peak growth "
              f"during the step minus the gradients (activations, autograd buffers, temporaries); "
              f"time = {args.time_stat} of {args.repeats} step(s).", "",
              H.markdown_table(["config", "depth", "peak_mem_mib", "state MiB", "grad MiB", "activation MiB",
@@ -255,17 +274,17 @@ def report(rows: list[dict], args, info: dict) -> str:
                                    H.fmt_ratio(H.ratio(H.value(r_hi, "peak_mem_mib"), H.value(r_lo, "peak_mem_mib"))),
                                    H.fmt_ratio(H.ratio(H.value(r_hi, "act_peak_mib"), H.value(r_lo, "act_peak_mib"))),
                                    H.fmt_ratio(H.ratio(H.value(r_hi, "time_s"), H.value(r_lo, "time_s")))])
-    for chunk in args.ff_chunks:
-        ours, hf = config_name("longdoc", "lsh", True, chunk), config_name("hf-reformer", "lsh", True, chunk)
-        if ours in configs and hf in configs:
+    for ibwd in args.optimizer_in_backward:
+        for chunk in args.ff_chunks:
+            ours = config_name("longdoc", "lsh", True, chunk, ibwd)
+            hf = config_name("hf-reformer", "lsh", True, chunk, ibwd)
+            if ours not in configs or hf not in configs:
+                continue
             for d in depths:
-                ratio_rows.append([f"ours/HF reversible lsh ff={chunk} depth {d}",
-                                   H.fmt_ratio(H.ratio(H.value(by.get((ours, d)), "peak_mem_mib"),
-                                                       H.value(by.get((hf, d)), "peak_mem_mib"))),
-                                   H.fmt_ratio(H.ratio(H.value(by.get((ours, d)), "act_peak_mib"),
-                                                       H.value(by.get((hf, d)), "act_peak_mib"))),
-                                   H.fmt_ratio(H.ratio(H.value(by.get((ours, d)), "time_s"),
-                                                       H.value(by.get((hf, d)), "time_s")))])
+                r_ours, r_hf = by.get((ours, d)), by.get((hf, d))
+                ratio_rows.append([f"ours/HF reversible lsh ff={chunk}{' opt-in-bwd' if ibwd else ''} depth {d}",
+                                   *(H.fmt_ratio(H.ratio(H.value(r_ours, k), H.value(r_hf, k)))
+                                     for k in ("peak_mem_mib", "act_peak_mib", "time_s"))])
     if ratio_rows:
         lines += ["", H.markdown_table(["ratio", "peak memory", "activation memory", "time"], ratio_rows)]
     notes = [f"- {r['config']} depth {r['depth']}: {r['status']} -- {r['note']}" for r in rows
@@ -278,7 +297,7 @@ def report(rows: list[dict], args, info: dict) -> str:
 def run_sweep(args, out: Path, info: dict, mem_limit: int | None) -> str:
     rows = []
     for c in plan(args):
-        name = config_name(c["model"], c["attention"], c["reversible"], c["ff_chunk"])
+        name = config_name(c["model"], c["attention"], c["reversible"], c["ff_chunk"], c["in_backward"])
         res = H.run_measured(__file__, worker_cfg(args, c, args.n), timeout=args.timeout, mem_limit_bytes=mem_limit)
         if res.get("device_name"):
             info["device_name"] = res["device_name"]
@@ -286,14 +305,29 @@ def run_sweep(args, out: Path, info: dict, mem_limit: int | None) -> str:
         rows.append(row)
         log_row(row)
         H.write_csv(out / "memory.csv", rows, FIELDS)
+    return write_sweep_outputs(rows, args, out, info)
+
+
+def write_sweep_outputs(rows: list[dict], args, out: Path, info: dict) -> str:
+    """memory.md, memory.json and memory.png from the measured rows; returns the markdown."""
     md = report(rows, args, info)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "memory.md").write_text(md)
     H.write_json(out / "memory.json", {"args": vars(args), "machine": info, "rows": rows})
-    configs = list(dict.fromkeys(r["config"] for r in rows))
-    H.plot_panels(out / "memory.png", [{
-        "title": f"peak memory of one training step, N={args.n}", "xlabel": "depth", "ylabel": "MiB",
-        "series": {cn: [(r["depth"], H.value(r, "peak_mem_mib")) for r in rows if r["config"] == cn] for cn in configs},
-        "logx": False, "logy": False, "xticks": sorted({r["depth"] for r in rows})}], title=H.machine_header(info))
+    depths = sorted({r["depth"] for r in rows})
+    chunk = args.ff_chunks[0]  # FF chunking does not move the peak at N=8192 (the table has both)
+
+    def series(keep):
+        names = dict.fromkeys(r["config"] for r in rows if keep(r))
+        return {cn: [(r["depth"], H.value(r, "peak_mem_mib")) for r in rows if r["config"] == cn] for cn in names}
+    panels = [{"title": f"peak memory of one training step, N={args.n}, ff={chunk}", "xlabel": "depth",
+               "ylabel": "MiB", "series": series(lambda r: r["ff_chunk"] == chunk),
+               "logx": False, "logy": False, "xticks": depths}]
+    if any(r["reversible"] for r in rows):
+        panels.append({"title": "reversible only (AdamW after backward / fused into it)", "xlabel": "depth",
+                       "ylabel": "MiB", "series": series(lambda r: r["ff_chunk"] == chunk and r["reversible"]),
+                       "logx": False, "logy": False, "xticks": depths})
+    H.plot_panels(out / "memory.png", panels, title=H.machine_header(info))
     return md
 
 
@@ -362,6 +396,9 @@ def parse_args(argv=None):
                    default=[True, False], help="on/off values to sweep, e.g. --reversible on")
     p.add_argument("--ff-chunks", type=int, nargs="+", default=[1024, 0],
                    help="chunk_size_feed_forward values (0 = off)")
+    p.add_argument("--optimizer-in-backward", type=lambda s: s.lower() in ("1", "true", "on", "yes"), nargs="+",
+                   default=[False, True], help="reversible configurations: AdamW after backward (off) and/or fused "
+                   "into backward, each gradient freed once used (on; train.py optimizer.in_backward=true)")
     p.add_argument("--no-hf", action="store_true", help="skip the HuggingFace ReformerModel reference")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1, help="timed steps (median reported)")
@@ -386,6 +423,8 @@ def parse_args(argv=None):
     p.add_argument("--max-length-model", default="longdoc", choices=["longdoc", "hf-reformer"])
     p.add_argument("--out", default=None, help="output directory (default benchmarks/results/memory_<device>)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--from-json", default=None, metavar="DIR",
+                   help="re-render memory.md / memory.png from DIR/memory.json (an earlier sweep) into --out or DIR")
     return p.parse_args(argv)
 
 
@@ -395,6 +434,12 @@ def main(argv=None) -> int:
     info = H.machine_info(args.device, "fp32")
     H.log(H.machine_header(info))
     t0 = time.perf_counter()
+    if args.from_json:  # re-render the report and plot of an earlier sweep without measuring again
+        saved = json.loads((Path(args.from_json) / "memory.json").read_text())
+        saved_args = argparse.Namespace(**saved["args"])
+        md = write_sweep_outputs(saved["rows"], saved_args, Path(args.out or args.from_json), saved["machine"])
+        print(md)
+        return 0
     if args.max_length:
         md = run_max_length(args, out, info)
     else:

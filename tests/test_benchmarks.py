@@ -33,18 +33,29 @@ def test_attention_benchmark_writes_ratio_table(tmp_path):
 @pytest.mark.slow
 def test_memory_benchmark_writes_depth_table(tmp_path):
     _run("memory.py", "--n", "256", "--depths", "1", "2", "--attentions", "lsh", "--reversible", "on",
-         "--ff-chunks", "0", "--no-hf", "--threads", "1", "--no-alloc-profile", out=tmp_path)
+         "--ff-chunks", "0", "--optimizer-in-backward", "off", "on", "--no-hf", "--threads", "1",
+         "--no-alloc-profile", out=tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "memory.csv")))
-    assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), rows
+    assert [r["in_backward"] for r in rows] == ["False", "False", "True", "True"]
     # the persistent state (parameters + AdamW moments) grows with depth
     state = {int(r["depth"]): float(r["state_mib"]) for r in rows}
     assert state[2] > state[1]
     for r in rows:  # peak = state + step growth; the growth splits into gradients + activations
         assert abs(float(r["peak_mem_mib"]) - float(r["state_mib"]) - float(r["step_peak_mib"])) < 1e-3  # CSV rounding
         assert abs(float(r["step_peak_mib"]) - float(r["grad_mib"]) - float(r["act_peak_mib"])) < 1e-3
-        # fp32 gradients: 4 bytes per parameter
-        assert abs(float(r["grad_mib"]) - int(r["n_params"]) * 4 / 2**20) < 1e-3
-    assert "depth" in (tmp_path / "memory.md").read_text()
+        # fp32 gradients: 4 bytes per parameter, all of them at the end of backward, or (step fused into
+        # backward) one at a time
+        all_grads = int(r["n_params"]) * 4 / 2**20
+        if r["in_backward"] == "True":
+            assert 0 < float(r["grad_mib"]) < all_grads / 2
+        else:
+            assert abs(float(r["grad_mib"]) - all_grads) < 1e-3
+    md = (tmp_path / "memory.md").read_text()
+    assert "reversible depth2/depth1: longdoc lsh rev ff=0 opt-in-bwd" in md
+    # the report re-rendered from the saved JSON is the same report
+    _run("memory.py", "--from-json", str(tmp_path), out=tmp_path / "again")
+    assert (tmp_path / "again" / "memory.md").read_text() == md and (tmp_path / "again" / "memory.png").stat().st_size
 
 
 @pytest.mark.slow

@@ -125,6 +125,51 @@ def _positive(cfg: DictConfig, key: str, hint: str = "") -> None:
 CPU_ALLOCATORS = ("tuned", "default")
 
 
+def _is_distributed(trainer: DictConfig) -> bool:
+    """Whether the trainer config runs several processes (DDP and its relatives)."""
+    strategy = trainer.get("strategy")
+    if OmegaConf.is_dict(strategy):
+        strategy = strategy.get("_target_", "")
+    strategy = str(strategy or "auto").lower()
+    if any(s in strategy for s in ("ddp", "fsdp", "deepspeed")):
+        return True
+    devices, nodes = trainer.get("devices", 1), trainer.get("num_nodes", 1) or 1
+    many = devices == -1 or (isinstance(devices, int) and devices > 1) or (
+        OmegaConf.is_list(devices) and len(devices) > 1) or (isinstance(devices, str) and devices not in ("1", "auto"))
+    return strategy == "auto" and (many or nodes > 1)
+
+
+def check_optimizer_in_backward(cfg: DictConfig) -> None:
+    """``optimizer.in_backward=true`` steps each parameter from its gradient hook
+    (:class:`longdoc.optim.OptimizerInBackward`), so no complete set of gradients ever exists.
+
+    Raises:
+        ConfigError: combined with gradient clipping (``trainer.gradient_clip_val``), gradient accumulation
+            (``trainer.accumulate_grad_batches`` > 1), fp16 precision (GradScaler unscales after backward) or a
+            multi-process strategy (each rank would step on its own gradient before DDP's all-reduce).
+    """
+    if not OmegaConf.select(cfg, "optimizer.in_backward", default=False):
+        return
+    trainer = cfg.get("trainer") or OmegaConf.create({})
+    why = "optimizer.in_backward=true updates each parameter inside the backward pass"
+    clip = trainer.get("gradient_clip_val")
+    if clip:
+        raise ConfigError(f"{why}, so there is no global gradient norm to clip by: set trainer.gradient_clip_val=null "
+                          f"(it is {clip}) or optimizer.in_backward=false")
+    accumulate = trainer.get("accumulate_grad_batches", 1)
+    if accumulate not in (None, 1):
+        raise ConfigError(f"{why}, so gradients cannot be accumulated over batches: set trainer.accumulate_grad_batches=1 "
+                          f"(it is {accumulate}; raise data.batch_size instead) or optimizer.in_backward=false")
+    precision = str(trainer.get("precision", "32-true"))
+    if precision.startswith("16"):
+        raise ConfigError(f"{why}, before fp16's gradient scaler could unscale or skip it: use "
+                          f"trainer.precision=bf16-mixed or 32-true (it is {precision}), or optimizer.in_backward=false")
+    if _is_distributed(trainer):
+        raise ConfigError(f"{why}: under DDP each rank would step on its own gradient before the all-reduce and the "
+                          "replicas would drift apart; it is for one process: drop trainer=ddp / devices > 1, or set "
+                          "optimizer.in_backward=false")
+
+
 def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
     """Check the composed training config; return the instantiated (datamodule, LightningModule).
 
@@ -137,7 +182,9 @@ def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
         ConfigError: unknown attention; ``model.n_heads`` not dividing ``model.d_model``; non-positive
             ``attention.bucket_size`` / ``attention.attention_window`` / ``attention.n_hashes``;
             ``position.axial_dims`` not summing to ``model.d_model``; ``position.axial_shape`` whose product
-            is smaller than the longest sequence; ``runtime.cpu_allocator`` not tuned / default; a checkpoint monitor the task does not log (or the wrong mode);
+            is smaller than the longest sequence; ``runtime.cpu_allocator`` not tuned / default; ``optimizer.in_backward``
+            with clipping, accumulation, fp16 or DDP (:func:`check_optimizer_in_backward`); a checkpoint monitor
+            the task does not log (or the wrong mode);
             any other constructor ``ValueError`` (re-raised with its key), e.g. an unknown task.
     """
     from .lightning import LongDocModule  # local: keeps `import longdoc.config` light
@@ -161,6 +208,7 @@ def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
     if allocator not in CPU_ALLOCATORS:
         raise ConfigError(f"runtime.cpu_allocator={allocator!r} is unknown: choose one of {list(CPU_ALLOCATORS)} "
                           "(tuned = glibc reuses freed memory, see longdoc.runtime)")
+    check_optimizer_in_backward(cfg)
 
     try:
         datamodule = hydra.utils.instantiate(cfg.data)

@@ -14,7 +14,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..data.base import IGNORE_INDEX
 from ..models import build_task_model, check_task, next_token_loss
+from ..optim import OptimizerInBackward
 
+#: Keys of the ``optimizer`` config.
+OPTIMIZER_KEYS = frozenset({"lr", "weight_decay", "betas", "eps", "in_backward"})
 #: Learning-rate decays after the warm-up (``scheduler.decay``).
 DECAYS = ("cosine", "rsqrt")
 
@@ -74,7 +77,10 @@ class LongDocModule(pl.LightningModule):
             chunk_size_feed_forward, attention: {name, ...}, position: {name, ...}, ...).
         num_classes, vocab_size, max_seq_len, pad_id: from the data module.
         optimizer: ``{lr, weight_decay, betas, eps}`` for ``torch.optim.AdamW`` (norms, biases and axial factors
-            get no weight decay).
+            get no weight decay), and ``in_backward``: True steps each parameter inside the backward pass and frees
+            its gradient at once (:class:`~longdoc.optim.OptimizerInBackward`; the same updates, without
+            all gradients alive at once; no gradient clipping, accumulation, fp16 or DDP, which ``validate_config``
+            checks).
         scheduler: ``{warmup_steps | warmup_ratio, min_lr_ratio, decay}``; ``decay``: 'cosine' (default, to
             ``min_lr_ratio`` at the last step) or 'rsqrt' (:func:`warmup_rsqrt`); total steps come from the trainer.
         config: the resolved run configuration, stored in the checkpoint so ``evaluate.py`` can rebuild
@@ -83,7 +89,7 @@ class LongDocModule(pl.LightningModule):
             ``LongDocModule(**ckpt["hyper_parameters"])`` rebuilds the right model.
 
     Raises:
-        ValueError: unknown ``task`` or ``scheduler.decay``; invalid model settings (key named).
+        ValueError: unknown ``task``, ``scheduler.decay`` or ``optimizer`` key; invalid model settings (key named).
     """
 
     def __init__(self, model: Mapping, num_classes: int, vocab_size: int, max_seq_len: int, pad_id: int = 0,
@@ -95,6 +101,10 @@ class LongDocModule(pl.LightningModule):
         self.net = build_task_model(task, num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
                                     pad_id=pad_id, **dict(model))
         self.optimizer_cfg = dict(optimizer or {})
+        unknown = set(self.optimizer_cfg) - OPTIMIZER_KEYS
+        if unknown:
+            raise ValueError(f"optimizer has unknown keys {sorted(unknown)}: the keys are {sorted(OPTIMIZER_KEYS)}")
+        self.in_backward: OptimizerInBackward | None = None
         self.scheduler_cfg = dict(scheduler or {})
         decay = self.scheduler_cfg.get("decay", "cosine")
         if decay not in DECAYS:
@@ -173,6 +183,12 @@ class LongDocModule(pl.LightningModule):
             [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
             lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"],
         )
+        if self.in_backward is not None:  # configure_optimizers ran before (e.g. a second fit)
+            self.in_backward.remove()
+            self.in_backward = None
+        if cfg.get("in_backward", False):
+            # each parameter steps from its gradient hook; Lightning's opt.step() then finds no gradients
+            self.in_backward = OptimizerInBackward(opt)
         total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
         warmup = self.scheduler_cfg.get("warmup_steps")
         if warmup is None:
