@@ -5,8 +5,9 @@ With reversible layers the activations no longer grow with depth, so what still 
 per-layer state (parameters, AdamW's two moments) and the gradients, which ordinary training keeps for every
 parameter until ``optimizer.step()``. Stepping each parameter from a post-accumulate-grad hook
 (``torch.Tensor.register_post_accumulate_grad_hook``; the technique of PyTorch's "optimizer step in backward"
-tutorial, LOMO (Lv et al. 2023, section 3.2) and torchtune's ``optimizer_in_bwd``) keeps at most a few
-gradients alive at a time instead of all of them.
+tutorial, LOMO (Lv et al. 2023, "Full parameter fine-tuning for large language models with limited
+resources") and torchtune's ``optimizer_in_bwd``) keeps at most a few gradients alive at a time instead of
+all of them.
 
 The updates are exactly those of the wrapped optimizer: each parameter gets a one-parameter instance of the
 same optimizer class whose ``state`` *is* the wrapped optimizer's state dict and whose hyperparameters (lr,
@@ -21,8 +22,6 @@ combinations at composition time.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import torch
 
@@ -79,9 +78,6 @@ class OptimizerInBackward:
         single.step()
         p.grad = None
         self.n_steps += 1
-
-    def parameters(self) -> Iterator[torch.Tensor]:
-        return iter(self._single)
 
     def remove(self) -> None:
         """Remove the hooks: the parameters go back to ordinary ``optimizer.step()`` updates."""
