@@ -154,3 +154,16 @@ def test_valid_combination_and_unknown_optimizer_key(compose_cfg):
     assert module.optimizer_cfg["in_backward"] is True
     with pytest.raises(ConfigError, match=r"optimizer has unknown keys \['momentum'\]"):
         validate_config(compose_cfg("+optimizer.momentum=0.9"))
+
+
+def test_several_processes_fail_before_the_first_step(compose_cfg):
+    """A process count the config does not show (torchrun, SLURM, devices=auto) is caught when the optimizer is
+    built, before any step."""
+    from types import SimpleNamespace
+
+    _, module = validate_config(compose_cfg("optimizer.in_backward=true", "trainer.gradient_clip_val=null"))
+    module._trainer = SimpleNamespace(world_size=2, estimated_stepping_batches=10)
+    with pytest.raises(ValueError, match="runs in one process, but this trainer has 2"):
+        module.configure_optimizers()
+    module._trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=10)
+    assert module.configure_optimizers()["optimizer"] is module.in_backward.optimizer

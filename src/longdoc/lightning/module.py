@@ -89,7 +89,8 @@ class LongDocModule(pl.LightningModule):
             ``LongDocModule(**ckpt["hyper_parameters"])`` rebuilds the right model.
 
     Raises:
-        ValueError: unknown ``task``, ``scheduler.decay`` or ``optimizer`` key; invalid model settings (key named).
+        ValueError: unknown ``task``, ``scheduler.decay`` or ``optimizer`` key; invalid model settings (key named);
+            ``optimizer.in_backward`` under a trainer of several processes (from ``configure_optimizers``).
     """
 
     def __init__(self, model: Mapping, num_classes: int, vocab_size: int, max_seq_len: int, pad_id: int = 0,
@@ -187,6 +188,13 @@ class LongDocModule(pl.LightningModule):
             self.in_backward.remove()
             self.in_backward = None
         if cfg.get("in_backward", False):
+            # validate_config refuses the DDP configs it can see; the trainer knows the real process count
+            # (torchrun, SLURM, devices=auto on a multi-GPU node), and this runs before the first step
+            world = getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+            if world > 1:
+                raise ValueError(f"optimizer.in_backward=true runs in one process, but this trainer has {world}: each "
+                                 "rank would step on its own gradient before DDP's all-reduce; set "
+                                 "optimizer.in_backward=false")
             # each parameter steps from its gradient hook; Lightning's opt.step() then finds no gradients
             self.in_backward = OptimizerInBackward(opt)
         total = int(self.trainer.estimated_stepping_batches) if self.trainer is not None else 1
