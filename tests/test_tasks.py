@@ -127,7 +127,7 @@ def test_lm_turns_every_used_attention_causal_and_monitors_bpb(compose_cfg, capl
     assert all(block.attention.causal for block in module.net.encoder.blocks)
     assert [type(b.attention).__name__ for b in module.net.encoder.blocks] == ["LSHAttention", "LocalGlobalAttention"]
     assert (cfg.callbacks.model_checkpoint.monitor, cfg.callbacks.model_checkpoint.mode) == ("val/bpb", "min")
-    assert "callbacks.model_checkpoint.monitor set to val/bpb (mode min)" in caplog.text
+    assert cfg.optimized_metric == "val/bpb"  # the monitor follows the task's metric from composition on
     assert module.hparams.task == "lm" and module.hparams.config["attention"]["causal"] is True
 
 
@@ -147,7 +147,10 @@ def test_classifiers_keep_bidirectional_attention_and_accuracy_monitor(compose_c
 @pytest.mark.parametrize("overrides,message", [
     (["callbacks.model_checkpoint.monitor=val/loss"], r"mode=max selects the highest val/loss.*set callbacks.model_checkpoint.mode=min"),
     (["callbacks.model_checkpoint.monitor=val/f1"], r"monitor=val/f1 is not logged for task classification; use one of \['val/acc', 'val/loss'\]"),
-    (["data=enwik8", "data.seq_len=32", "callbacks.model_checkpoint.mode=min"], r"monitor=val/acc is not logged for task lm"),
+    (["data=enwik8", "data.seq_len=32", "callbacks.model_checkpoint.monitor=val/acc", "callbacks.model_checkpoint.mode=min"],
+     r"monitor=val/acc is not logged for task lm"),
+    (["data=enwik8", "data.seq_len=32", "optimized_metric=val/acc"], r"optimized_metric=val/acc is not a validation metric of task lm"),
+    (["optimized_metric=test/acc"], r"optimized_metric=test/acc is not a validation metric of task classification"),
 ])
 def test_checkpoint_monitor_errors(compose_cfg, overrides, message):
     tiny = not any(o.startswith("data=") for o in overrides)

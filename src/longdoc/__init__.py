@@ -5,3 +5,7 @@ layers and chunked feed-forward, wrapped in a PyTorch Lightning + Hydra training
 """
 
 __version__ = "0.1.0"
+
+from .resolvers import register_resolvers as _register_resolvers
+
+_register_resolvers()

@@ -29,6 +29,8 @@ TASK_MONITOR: dict[str, tuple[str, str]] = {
     "retrieval": ("val/acc", "max"),
     "lm": ("val/bpb", "min"),
 }
+#: Whether higher (``max``) or lower (``min``) is better, by the last part of a metric's name.
+METRIC_MODES: dict[str, str] = {"acc": "max", "loss": "min", "bpb": "min"}
 #: Validation metrics each task logs (see ``LongDocModule``) and whether higher is better.
 TASK_VAL_METRICS: dict[str, dict[str, str]] = {
     "classification": {"val/acc": "max", "val/loss": "min"},
@@ -184,7 +186,8 @@ def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
             ``position.axial_dims`` not summing to ``model.d_model``; ``position.axial_shape`` whose product
             is smaller than the longest sequence; ``runtime.cpu_allocator`` not tuned / default; ``optimizer.in_backward``
             with clipping, accumulation, fp16 or DDP (:func:`check_optimizer_in_backward`); a checkpoint monitor
-            the task does not log (or the wrong mode);
+            the task does not log (or the wrong mode); an ``optimized_metric`` that is not a validation metric of the
+            task;
             any other constructor ``ValueError`` (re-raised with its key), e.g. an unknown task.
     """
     from .lightning import LongDocModule  # local: keeps `import longdoc.config` light
@@ -219,6 +222,10 @@ def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
         make_causal_for_lm(cfg)
     if task in TASK_VAL_METRICS:
         select_checkpoint_monitor(cfg, task)
+        metric = cfg.get("optimized_metric")
+        if metric is not None and metric not in TASK_VAL_METRICS[task]:
+            raise ConfigError(f"optimized_metric={metric} is not a validation metric of task {task}: choose one of "
+                              f"{sorted(TASK_VAL_METRICS[task])} (a sweep must never select on test metrics)")
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
     try:
         module = LongDocModule(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import string
 import time
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
 from .config import ConfigError, resolve_wandb_offline, validate_config
+from .lightning import AtomicCheckpointIO, exit_after_signal
 from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("longdoc")
@@ -30,25 +36,93 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> str | None:
-    """``None`` -> None; ``"last"`` -> the newest ``last*.ckpt`` under ``<output_dir>/checkpoints``; a path -> itself.
+#: Checkpoint files ``ckpt_path=auto`` / ``last`` consider in ``<run dir>/checkpoints`` (``last.ckpt`` after each
+#: validation and at a preemption stop, ``last-step.ckpt`` every ``callbacks.last_every_n_steps`` steps).
+RESUME_GLOBS = ("last*.ckpt",)
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, int]:
+    """``{"global_step"}`` of a Lightning checkpoint, read through ``torch.load(mmap=True)`` (the tensors stay on
+    disk). The resumed run logs again from that logger step on: the rows of batches ``< global_step`` were logged
+    before the checkpoint was written or right after it, by the batch it followed.
 
     Raises:
-        ConfigError: ``last`` with no such file, or a path that does not exist (with how to fix it).
+        ConfigError: the file is missing, truncated, not a checkpoint, or has no ``global_step`` (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={str(path)!r} does not exist; give a checkpoint file, `auto` or `last`")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        step = int(ckpt["global_step"])
+    except Exception as err:  # RuntimeError (zip), UnpicklingError, EOFError, KeyError, ...
+        raise ConfigError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is truncated or not a "
+                          "Lightning checkpoint. Pass another file as ckpt_path=<file>, or ckpt_path=auto to take the "
+                          "newest readable one of its run directory") from err
+    return {"global_step": step}
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> tuple[str | None, dict[str, int]]:
+    """The checkpoint to resume from and its :func:`read_checkpoint_meta`.
+
+    * ``None``: start fresh.
+    * ``"auto"``: the newest readable ``last*.ckpt`` of ``<output_dir>/checkpoints`` (most steps, then newest
+      file), skipping unreadable ones with a warning that names them; none: start fresh. The log says which.
+    * ``"last"``: as ``auto``, but no checkpoint is an error.
+    * a path: that file, which must be readable.
+
+    Raises:
+        ConfigError: ``last`` with no readable checkpoint; a path that is missing or unreadable (names it).
     """
     if ckpt_path is None:
-        return None
+        return None, {}
+    if str(ckpt_path) not in ("auto", "last"):
+        return str(ckpt_path), read_checkpoint_meta(ckpt_path)
+    ckpt_dir = Path(output_dir) / "checkpoints"
+    found: list[tuple[int, float, Path, dict[str, int]]] = []
+    for path in sorted({p for g in RESUME_GLOBS for p in ckpt_dir.glob(g)}):
+        try:
+            meta = read_checkpoint_meta(path)
+        except ConfigError as err:
+            log.warning("skipping unreadable checkpoint %s: %s", path, err.__cause__ or err)
+            continue
+        found.append((meta["global_step"], path.stat().st_mtime, path, meta))
+    if found:
+        _, _, path, meta = max(found, key=lambda f: (f[0], f[1]))
+        log.info("ckpt_path=%s: resuming from %s (global step %d)", ckpt_path, path, meta["global_step"])
+        return str(path), meta
     if str(ckpt_path) == "last":
-        ckpt_dir = Path(output_dir) / "checkpoints"
-        found = sorted(ckpt_dir.glob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise ConfigError(f"ckpt_path=last but there is no last*.ckpt in {ckpt_dir}; to resume an earlier run, "
-                              "reuse its directory: `python train.py hydra.run.dir=<that run's dir> ckpt_path=last`, "
-                              "or pass the checkpoint file: ckpt_path=<path>/last.ckpt")
-        return str(found[-1])
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r} does not exist; give a checkpoint file or `last`")
-    return str(ckpt_path)
+        raise ConfigError(f"ckpt_path=last but there is no readable last*.ckpt in {ckpt_dir}; to resume an earlier "
+                          "run, reuse its directory: `python train.py hydra.run.dir=<that run's dir> ckpt_path=last`, "
+                          "or pass the checkpoint file: ckpt_path=<path>/last.ckpt")
+    log.info("ckpt_path=auto: no checkpoint in %s, starting fresh", ckpt_dir)
+    return None, {}
+
+
+def setup_resumable_loggers(logger_cfg: DictConfig, out_dir: Path, resume_step: int | None) -> None:
+    """Make the loggers continue a resumed run instead of starting a second one (in place, before instantiation).
+
+    * wandb: the run id is kept in ``<out_dir>/wandb_run_id`` (written on global rank 0 at the first start) and
+      passed as ``id`` with ``resume="allow"``, so a resumed or requeued run logs into the same wandb run.
+    * TensorBoard: resuming at global step ``resume_step``, ``purge_step=resume_step`` hides the events the
+      interrupted run wrote at that step and after (TensorBoard's ``SummaryWriter`` purge).
+    """
+    wb = logger_cfg.get("wandb")
+    if wb is not None and wb.get("id") is None:
+        id_file = out_dir / "wandb_run_id"
+        if id_file.is_file():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+            if rank_zero_only.rank == 0:
+                id_file.write_text(run_id + "\n")
+        with open_dict(wb):
+            wb.id = run_id
+            wb.resume = wb.get("resume") or "allow"
+    tb = logger_cfg.get("tensorboard")
+    if tb is not None and resume_step is not None:
+        with open_dict(tb):
+            tb.purge_step = int(resume_step)
 
 
 def _run_name_and_group(cfg: DictConfig) -> tuple[str, str | None]:
@@ -80,16 +154,30 @@ def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, torch.Tensor))}
 
 
+def best_validation_value(trainer: pl.Trainer, metric: str, last_value: float | None) -> float | None:
+    """The best ``metric`` of the run: the checkpoint callback's ``best_model_score`` when it monitors ``metric``
+    (the validation the tested checkpoint came from), else the last value logged."""
+    ckpt_cb = trainer.checkpoint_callback
+    if ckpt_cb is not None and getattr(ckpt_cb, "monitor", None) == metric and ckpt_cb.best_model_score is not None:
+        return float(ckpt_cb.best_model_score)
+    return last_value
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job from a composed config; return the final metrics.
 
     Writes ``config.yaml`` (resolved) and ``metrics.json`` into ``cfg.paths.output_dir``; checkpoints go to
-    ``<output_dir>/checkpoints`` (``best.ckpt`` and ``last.ckpt``). ``metrics.json`` holds the logged metrics
-    (``test/acc`` for the classifiers, ``test/bpb`` for language modelling, ...), ``wall_time_s`` and the
-    data's baseline: ``majority_acc`` (classification, retrieval) or ``unigram_bpb`` (lm).
+    ``<output_dir>/checkpoints`` (``best.ckpt``, ``last.ckpt``, ``last-step.ckpt``), each written atomically.
+    ``cfg.ckpt_path`` (default ``auto``) resumes the newest readable checkpoint of the run directory.
+    ``metrics.json`` holds the logged metrics (``test/acc`` for the classifiers, ``test/bpb`` for language
+    modelling, ...), ``<optimized_metric>_best`` (the value a sweeper sees: see :func:`best_validation_value`),
+    ``wall_time_s`` and the data's baseline: ``majority_acc`` (classification, retrieval) or ``unigram_bpb`` (lm).
 
     Raises:
-        longdoc.config.ConfigError: an invalid configuration, before any data work or training.
+        longdoc.config.ConfigError: an invalid configuration or an unreadable ``ckpt_path``, before any data work or
+            training.
+        SystemExit: stopped by a preemption signal: after ``last.ckpt`` is saved and the job handed back to its
+            launcher (:func:`longdoc.lightning.exit_after_signal`); the code is never 0.
     """
     t0 = time.perf_counter()
     out_dir = Path(cfg.paths.output_dir)
@@ -98,11 +186,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
     datamodule, module = validate_config(cfg)
     if OmegaConf.select(cfg, "runtime.cpu_allocator", default="default") == "tuned":
         tune_cpu_allocator()
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    ckpt_path, ckpt_meta = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
+    if rank_zero_only.rank == 0:
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
     if cfg.get("logger"):
         resolve_wandb_offline(cfg.logger)
+        setup_resumable_loggers(cfg.logger, out_dir, ckpt_meta.get("global_step"))
         wb = cfg.logger.get("wandb")
         if wb is not None:
             name, group = _run_name_and_group(cfg)
@@ -111,18 +201,29 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 wb.group = wb.get("group") or group
     loggers = instantiate_group(cfg.get("logger"))
     if ckpt_path is not None:
-        step = int(torch.load(ckpt_path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
         for lg in loggers:
             if hasattr(lg, "truncate_after"):
-                dropped = lg.truncate_after(step)
-                log.info("resuming from %s at global step %d (%d logged rows after it dropped)", ckpt_path, step, dropped)
+                dropped = lg.truncate_after(ckpt_meta["global_step"])
+                if dropped:
+                    log.info("%s: dropped %d logged rows at step >= %d (the resumed run logs them again)",
+                             type(lg).__name__, dropped, ckpt_meta["global_step"])
     callbacks = instantiate_group(cfg.get("callbacks"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                  plugins=[AtomicCheckpointIO()])
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        _finish_loggers(loggers)
+        exit_after_signal(callbacks, trainer.global_rank)
     metrics = _scalars(trainer.callback_metrics)
+    metric = str(cfg.get("optimized_metric") or "")
+    if metric:
+        best = best_validation_value(trainer, metric, metrics.get(metric))
+        if best is not None:
+            metrics[f"{metric}_best"] = best
     if cfg.get("test"):
         ckpt = None
         if trainer.checkpoint_callback is not None and getattr(trainer.checkpoint_callback, "best_model_path", ""):
@@ -144,3 +245,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
         log.info("done in %.1f s: %s; outputs in %s", metrics["wall_time_s"], summary, out_dir)
     return metrics
+
+
+def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """What ``train.py`` returns to a sweeper: the best validation value of ``cfg.optimized_metric`` (never a test
+    metric; its direction follows the name: see :func:`longdoc.resolvers.metric_mode`).
+
+    Raises:
+        ConfigError: ``optimized_metric`` names a test metric, or one the run did not log.
+    """
+    metric = cfg.get("optimized_metric")
+    if not metric:
+        return None
+    if str(metric).startswith("test/"):
+        raise ConfigError(f"optimized_metric={metric} is a test metric: a sweep must select on validation, e.g. "
+                          "optimized_metric=val/acc")
+    value = metrics.get(f"{metric}_best", metrics.get(metric))
+    if value is None:
+        raise ConfigError(f"optimized_metric={metric} was not logged by this run (logged: "
+                          f"{sorted(k for k in metrics if k.startswith('val/'))}); set it to one of those")
+    return float(value)

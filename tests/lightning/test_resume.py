@@ -1,64 +1,125 @@
-"""Preemption: SIGTERM mid-epoch saves last.ckpt; `ckpt_path=last` resumes at the next step, with the
-optimizer, scheduler and data position restored, and the metrics file has no gap and no duplicate step."""
+"""Preemption with the real engines: a signal mid-epoch (SIGTERM; SIGUSR1 in a SLURM job) makes train.py finish the
+batch, save last.ckpt and exit non-zero; the rerun (`ckpt_path=auto`, the default) resumes at the next batch and ends
+with the same weights as an uninterrupted run (dropout and LSH rotations on), with every step logged once in the CSV
+file, TensorBoard and wandb. A kill -9 resumes from the periodic checkpoint just as exactly."""
 
-import csv
+import glob
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.lightning.runs import (ROOT, TOTAL_STEPS, clean_env, final_weights, max_weight_diff, train_cmd, train_steps,
+                                  wait_for)
+from tests.lightning.wandb_offline import history_and_config
 
-COMMON = [
-    "data.num_train=192", "data.num_val=32", "data.num_test=32", "data.min_length=10", "data.max_length=40",
-    "data.batch_size=16", "model.d_model=32", "model.n_heads=2", "model.d_ff=64", "attention=lsh",
-    "trainer.max_epochs=2", "trainer.log_every_n_steps=1", "trainer.accelerator=cpu", "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false", "callbacks.progress_bar=null", "callbacks.model_summary=null",
-    "+logger.csv.flush_logs_every_n_steps=1", "callbacks.last_every_n_steps.every_n_train_steps=4",
-]
+LOGGERS = "logger=[csv,tensorboard,wandb]"
 
 
-def _rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "csv" / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+    """Final weights of the uninterrupted run."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    res = subprocess.run(train_cmd(run_dir, data_dir, "test=false"), cwd=ROOT, env=clean_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert train_steps(run_dir) == list(range(TOTAL_STEPS))
+    return final_weights(run_dir / "checkpoints" / "last.ckpt")
 
 
-def _train_steps(rows):
-    return [int(r["step"]) for r in rows if r.get("train/loss_step")]
+def _interrupt(cmd, env, run_dir, sig, after_steps=6):
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(lambda: len(train_steps(run_dir)) >= after_steps, proc)
+    proc.send_signal(sig)
+    out, _ = proc.communicate(timeout=240)
+    return proc.returncode, out
+
+
+def _tensorboard_steps(run_dir: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events_dir,) = {os.path.dirname(p) for p in glob.glob(str(run_dir / "tensorboard" / "**" / "events.out.tfevents.*"),
+                                                            recursive=True)}
+    acc = EventAccumulator(events_dir)
+    acc.Reload()  # replays the purge that a resumed writer records (SessionLog START at purge_step)
+    return [e.step for e in acc.Scalars(tag)]
 
 
 @pytest.mark.slow
-def test_sigterm_then_resume_continues_without_gap_or_duplicate(tmp_path, data_dir):
+def test_sigterm_mid_epoch_resumes_exactly_with_continuous_dashboards(tmp_path, data_dir, reference):
     run_dir = tmp_path / "run"
-    args = [sys.executable, "train.py", *COMMON, f"hydra.run.dir={run_dir}", f"paths.data_dir={data_dir}",
-            "trainer.max_time=null"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(args, cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = run_dir / "csv" / "metrics.csv"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if metrics.exists() and len(_train_steps(_rows(run_dir))) >= 6:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=240)
-    assert "SIGTERM: saved" in out, out[-3000:]
-    first = _rows(run_dir)
-    killed_at = max(_train_steps(first))
-    assert killed_at < 23, "the signal must land before the end of training (2 epochs x 12 batches)"
+    env = clean_env(HOME=str(tmp_path))  # no ~/.netrc: wandb offline
+    cmd = train_cmd(run_dir, data_dir, LOGGERS, "test=false")
+    code, out = _interrupt(cmd, env, run_dir, signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, out[-3000:]  # a scheduler must not see success
+    stopped = max(train_steps(run_dir))
+    assert stopped < TOTAL_STEPS - 1 and "SIGTERM: saved" in out, out[-3000:]
 
-    resumed = subprocess.run(args + ["ckpt_path=last"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    steps = _train_steps(_rows(run_dir))
-    assert steps == list(range(24)), steps  # every step 0..23 exactly once: no gap, no duplicate
+    resumed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     log = resumed.stdout + resumed.stderr
-    assert f"resuming from {run_dir}/checkpoints/last.ckpt at global step {killed_at + 1}" in log
-    assert f"resuming epoch 0 after its first {killed_at + 1} of 12 batches" in log  # data position restored
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"ckpt_path=auto: resuming from {run_dir}/checkpoints/last.ckpt (global step {stopped + 1})" in log
+    assert f"resuming epoch 0 after its first {stopped + 1} of 12 batches" in log  # data position restored
+    assert train_steps(run_dir) == list(range(TOTAL_STEPS))  # CSV: no gap, no duplicate
+    assert _tensorboard_steps(run_dir, "train/loss_step") == list(range(TOTAL_STEPS))
+    diff = max_weight_diff(final_weights(run_dir / "checkpoints" / "last.ckpt"), reference)
+    assert diff <= 1e-6, f"resumed run differs from the uninterrupted one by {diff}"
+
+    files = sorted(glob.glob(str(run_dir / "wandb" / "offline-run-*" / "run-*.wandb")))
+    assert len(files) == 2, files  # one offline directory per process ...
+    assert len({Path(f).name for f in files}) == 1, files  # ... of one wandb run id
+    assert Path(files[0]).stem == "run-" + (run_dir / "wandb_run_id").read_text().strip()
+    logged = [row["trainer/global_step"] for f in files for row in history_and_config(f)[0] if "train/loss_step" in row]
+    assert sorted(logged) == list(range(TOTAL_STEPS))  # each step once over both processes
+
+
+@pytest.mark.slow
+def test_sigusr1_in_a_slurm_job_requeues_and_resumes_exactly(tmp_path, data_dir, reference):
+    """Lightning's SLURMEnvironment path (`sbatch --signal=USR1@90`, plain srun): the job asks SLURM to requeue it
+    (`scontrol requeue $SLURM_JOB_ID`, here a stand-in that records its arguments) and the requeued job resumes."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    calls = tmp_path / "scontrol.log"
+    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SCONTROL_LOG=str(calls), SLURM_JOB_ID="4242",
+                    SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_JOB_NAME="train",
+                    SLURM_NODELIST="localhost")
+    run_dir = tmp_path / "run"
+    cmd = train_cmd(run_dir, data_dir, "test=false")
+    code, out = _interrupt(cmd, env, run_dir, signal.SIGUSR1)
+    assert code == 128 + signal.SIGUSR1, out[-3000:]
+    assert calls.read_text().split() == ["requeue", "4242"]
+    stopped = max(train_steps(run_dir))
+    assert "SIGUSR1: saved" in out and not list(run_dir.glob("hpc_ckpt_*.ckpt")), out[-3000:]
+
+    resumed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert f"resuming from {run_dir}/checkpoints/last.ckpt (global step {stopped + 1})" in log
+    assert train_steps(run_dir) == list(range(TOTAL_STEPS))
+    assert max_weight_diff(final_weights(run_dir / "checkpoints" / "last.ckpt"), reference) <= 1e-6
+
+
+@pytest.mark.slow
+def test_kill_9_resumes_from_the_periodic_checkpoint_exactly(tmp_path, data_dir, reference):
+    """No signal handler runs: the run resumes from last-step.ckpt (every 4 steps); the CSV rows and TensorBoard
+    events the killed process wrote after it are dropped / purged, so each step is still logged once."""
+    run_dir = tmp_path / "run"
+    cmd = train_cmd(run_dir, data_dir, "logger=many", "test=false")
+    code, _ = _interrupt(cmd, clean_env(), run_dir, signal.SIGKILL, after_steps=7)  # past the step-4 checkpoint
+    assert code == -signal.SIGKILL
+    killed_after = max(train_steps(run_dir))
+    resumed = subprocess.run(cmd, cwd=ROOT, env=clean_env(), capture_output=True, text=True, timeout=600)
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    step = int(log.split("checkpoints/last-step.ckpt (global step ")[1].split(")")[0])
+    assert step % 4 == 0 and step <= killed_after + 1, log[-3000:]
+    assert train_steps(run_dir) == list(range(TOTAL_STEPS))
+    assert _tensorboard_steps(run_dir, "train/loss_step") == list(range(TOTAL_STEPS))
+    assert max_weight_diff(final_weights(run_dir / "checkpoints" / "last.ckpt"), reference) <= 1e-6
 
 
 def test_sampler_skips_exactly_the_batches_already_trained():

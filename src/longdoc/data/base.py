@@ -56,6 +56,8 @@ __all__ = [
     "PairedSequenceDataset",
     "ByteWindowDataset",
     "PaddingCollator",
+    "Repeat",
+    "RepeatMarkingDataset",
     "RandomWindowBatchSampler",
     "LongDocDataModule",
     "carve_validation",
@@ -267,6 +269,34 @@ class ByteWindowDataset(Dataset):
 # ------------------------------------------------------------------------------------------------
 # Collation and sampling
 # ------------------------------------------------------------------------------------------------
+class Repeat(int):
+    """A dataset index that a distributed batch sampler repeats so that every rank gets the same number of batches
+    (DDP needs it). The sample is fetched as usual, but :class:`RepeatMarkingDataset` marks it and
+    :class:`PaddingCollator` gives it the label :data:`IGNORE_INDEX`, so no loss or metric counts it twice."""
+
+    __slots__ = ()
+
+
+class RepeatMarkingDataset(Dataset):
+    """View of ``dataset`` whose items fetched through a :class:`Repeat` index carry ``"repeat": True``.
+    Other attributes (``lengths``, ``labels``, ...) are those of ``dataset``."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.dataset[int(i)]
+        return {**item, "repeat": True} if isinstance(i, Repeat) else item
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 def _pad(seqs: Sequence[np.ndarray], value: int) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = np.array([len(s) for s in seqs], dtype=np.int64)
     n = int(lengths.max())
@@ -290,7 +320,8 @@ class PaddingCollator:
     ``label`` (an ``int``, or an (L,) array of next-token targets for language modelling). Output:
     for each suffix ``input_ids<sfx>`` LongTensor (B, N) padded with ``pad_id``,
     ``padding_mask<sfx>`` BoolTensor (B, N), ``global_attention_mask<sfx>`` BoolTensor (B, N); then
-    ``labels``: LongTensor (B,) for int labels, or (B, N) padded with :data:`IGNORE_INDEX`.
+    ``labels``: LongTensor (B,) for int labels, or (B, N) padded with :data:`IGNORE_INDEX`. Items with
+    ``"repeat": True`` (a :class:`Repeat` index under DDP) get :data:`IGNORE_INDEX` as every label.
     With ``suffixes=("",)`` and int labels the batches equal those of
     :class:`~longdoc.data.datamodule.ListOpsCollator`.
 
@@ -319,6 +350,9 @@ class PaddingCollator:
             out["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
         else:
             out["labels"] = _pad([it["label"] for it in items], IGNORE_INDEX)[0]
+        repeat = torch.tensor([bool(it.get("repeat", False)) for it in items])
+        if repeat.any():  # samples repeated to even out DDP shards: counted by no loss or metric
+            out["labels"][repeat] = IGNORE_INDEX
         return out
 
 
@@ -728,8 +762,15 @@ class LongDocDataModule(pl.LightningDataModule):
             if self._resume_state is not None:
                 sampler.skip_batches(self._resume_state["epoch"], self._resume_state["batches_done"])
                 self._resume_state = None
+        dataset = self.datasets[split]
+        n_repeats = sum(isinstance(b[0], Repeat) for b in sampler.batches() if b) if hasattr(sampler, "batches") else 0
+        if n_repeats:
+            logger.info("%s %s: %d of this rank's %d batches repeat samples to give every rank the same number of "
+                        "batches; their labels are ignored, so no loss or metric counts a sample twice",
+                        self.display_name, split, n_repeats, len(sampler))
+            dataset = RepeatMarkingDataset(dataset)
         return DataLoader(
-            self.datasets[split],
+            dataset,
             batch_sampler=sampler,
             collate_fn=self._collator(),
             num_workers=self.num_workers,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .base import LongDocDataModule, PaddingCollator
+from .base import LongDocDataModule, PaddingCollator, Repeat
 from .listops import (
     CLS_ID,
     NUM_CLASSES,
@@ -138,7 +138,9 @@ class LengthBucketBatchSampler(Sampler):
     Distributed: with ``num_replicas > 1`` (taken from ``torch.distributed`` when initialised and
     not given), every rank builds the same batch list, it is padded cyclically to a multiple of
     ``num_replicas`` and rank ``r`` takes batches ``r, r + num_replicas, ...`` (so all ranks get the
-    same number of batches; a few samples may be repeated). With Lightning and several devices, set
+    same number of batches). The indices of the repeated batches are :class:`~longdoc.data.base.Repeat`
+    objects: the data module marks those samples and the collator ignores their labels, so every sample is
+    counted exactly once in losses and metrics. With Lightning and several devices, set
     ``Trainer(use_distributed_sampler=False)``: Lightning cannot inject its own sampler into a
     custom batch sampler.
 
@@ -235,8 +237,10 @@ class LengthBucketBatchSampler(Sampler):
         if self._cache is None or self._cache[0] != key:
             batches = self._all_batches()
             if self.num_replicas > 1 and batches:
-                total = math.ceil(len(batches) / self.num_replicas) * self.num_replicas
-                batches = [batches[i % len(batches)] for i in range(total)][self.rank :: self.num_replicas]
+                n = len(batches)
+                total = math.ceil(n / self.num_replicas) * self.num_replicas
+                batches = [batches[i] if i < n else [Repeat(j) for j in batches[i % n]]
+                           for i in range(total)][self.rank :: self.num_replicas]
             self._cache = (key, batches)
         return self._cache[1]
 

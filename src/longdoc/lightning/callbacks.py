@@ -1,4 +1,5 @@
-"""Callbacks: throughput (tokens per second), peak memory, and a DDP parameter-consistency check."""
+"""Callbacks: throughput (tokens per second), peak memory, periodic last checkpoints and a DDP parameter-consistency
+check (preemption: :mod:`longdoc.lightning.preemption`)."""
 
 from __future__ import annotations
 
@@ -18,26 +19,44 @@ def peak_host_memory_gib() -> float:
 
 
 class ThroughputMonitor(pl.Callback):
-    """Logs ``train/tokens_per_sec`` (real tokens, i.e. ``padding_mask.sum()`` plus ``padding_mask_2.sum()`` for
-    two-document batches, per second of wall time,
-    over each window of ``log_every_n_steps`` training batches; validation time is excluded) and peak
-    memory: ``train/peak_mem_gib`` (``torch.cuda.max_memory_allocated``) on CUDA, ``train/peak_rss_gib``
-    (process peak RSS) on CPU.
+    """Logs throughput and peak memory every ``log_every_n_steps`` training batches.
+
+    * ``train/tokens_per_sec``: real tokens (``padding_mask.sum()``, plus ``padding_mask_2.sum()`` for two-document
+      batches) per second of training-batch wall time over the window (validation excluded). On CUDA the device is
+      synchronised at the start and end of every batch, so a window counts exactly its own kernels (without the
+      synchronisation, queued work of one batch would be timed in the next).
+    * ``train/peak_rss_gib``: the process's peak resident set size (GiB), always; ``train/peak_mem_gib``: the CUDA
+      allocator's peak (``torch.cuda.max_memory_allocated``, GiB) on CUDA.
+
+    Args:
+        log_every_n_steps: window length in batches; ``None`` = the trainer's ``log_every_n_steps``.
+
+    Raises:
+        ValueError: ``log_every_n_steps`` < 1.
     """
 
-    def __init__(self, log_every_n_steps: int = 10):
+    def __init__(self, log_every_n_steps: int | None = None):
         super().__init__()
-        self.log_every_n_steps = max(1, log_every_n_steps)
+        if log_every_n_steps is not None and log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be >= 1 or null (the trainer's), got {log_every_n_steps}")
+        self.log_every_n_steps = log_every_n_steps
         self._tokens = 0
         self._elapsed = 0.0
         self._t0: float | None = None
 
+    @staticmethod
+    def _sync(pl_module) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._sync(pl_module)
         self._t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self._t0 is None:
             return
+        self._sync(pl_module)
         self._elapsed += time.perf_counter() - self._t0
         for sfx in ("", "_2"):  # "_2": the second document of retrieval batches
             ids = batch.get("input_ids" + sfx)
@@ -45,12 +64,12 @@ class ThroughputMonitor(pl.Callback):
                 continue
             mask = batch.get("padding_mask" + sfx)
             self._tokens += int(mask.sum()) if mask is not None else ids.numel()
-        if (batch_idx + 1) % self.log_every_n_steps == 0:
-            metrics = {"train/tokens_per_sec": self._tokens / max(self._elapsed, 1e-9)}
+        every = self.log_every_n_steps or max(1, int(getattr(trainer, "log_every_n_steps", 50) or 1))
+        if (batch_idx + 1) % every == 0:
+            metrics = {"train/tokens_per_sec": self._tokens / max(self._elapsed, 1e-9),
+                       "train/peak_rss_gib": peak_host_memory_gib()}
             if pl_module.device.type == "cuda":
                 metrics["train/peak_mem_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
-            else:
-                metrics["train/peak_rss_gib"] = peak_host_memory_gib()
             pl_module.log_dict(metrics, on_step=True, on_epoch=False, batch_size=1)
             self._tokens, self._elapsed = 0, 0.0
 
@@ -82,28 +101,6 @@ class DDPConsistencyCheck(pl.Callback):
                                f"{self.tolerance}; check the strategy settings (static_graph for reversible layers)")
 
 
-class PreemptionCheckpoint(pl.Callback):
-    """On SIGTERM (a preempted or cancelled job; SLURM sends it before killing), save ``<dirpath>/last.ckpt``.
-
-    Lightning finishes the running batch, then raises ``SIGTERMException``; this callback saves the
-    complete training state at that clean point (weights, optimizer, scheduler, loop progress and the
-    data loader's position), so ``ckpt_path=last`` resumes exactly at the next batch.
-    """
-
-    def __init__(self, dirpath: str, filename: str = "last"):
-        super().__init__()
-        self.dirpath, self.filename = dirpath, filename
-
-    def on_exception(self, trainer, pl_module, exception):
-        from pytorch_lightning.utilities.exceptions import SIGTERMException
-
-        if isinstance(exception, SIGTERMException):
-            path = f"{self.dirpath}/{self.filename}.ckpt"
-            trainer.save_checkpoint(path)
-            print(f"[longdoc] SIGTERM: saved {path} at global step {trainer.global_step}; "
-                  "resume with ckpt_path=last and the same hydra.run.dir", flush=True)
-
-
 class PeriodicLastCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that writes ``last-step.ckpt`` every ``every_n_train_steps`` optimizer steps,
     beside the ``last.ckpt`` written after each validation, so an interrupted run loses at most that many
@@ -113,4 +110,5 @@ class PeriodicLastCheckpoint(ModelCheckpoint):
     CHECKPOINT_NAME_LAST = "last-step"
 
     def __init__(self, dirpath: str, every_n_train_steps: int = 200):
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps)
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
+                         enable_version_counter=False)

@@ -1,4 +1,4 @@
-"""A CSV logger that survives resuming: Lightning's CSVLogger deletes an existing ``metrics.csv``."""
+"""A CSV logger that survives resuming (Lightning's CSVLogger deletes an existing ``metrics.csv``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.utilities import rank_zero_only
 
 
 class _KeepingWriter(ExperimentWriter):
@@ -20,14 +21,15 @@ class _KeepingWriter(ExperimentWriter):
             self.metrics_keys = sorted(header)
 
     def truncate_after(self, step: int) -> int:
-        """Drop rows logged after ``step`` (by an interrupted run that is now redone); return how many."""
+        """Drop the rows logged at ``step`` or later (by an interrupted run, which the resumed run logs again);
+        return how many."""
         if not os.path.isfile(self.metrics_file_path):
             return 0
         with open(self.metrics_file_path, newline="") as fh:
             reader = csv.DictReader(fh)
             fields = reader.fieldnames or []
             rows = list(reader)
-        keep = [r for r in rows if r.get("step", "") == "" or int(float(r["step"])) <= step]
+        keep = [r for r in rows if r.get("step", "") == "" or int(float(r["step"])) < step]
         with open(self.metrics_file_path, "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=fields)
             writer.writeheader()
@@ -38,7 +40,8 @@ class _KeepingWriter(ExperimentWriter):
 class ResumableCSVLogger(CSVLogger):
     """``pytorch_lightning.loggers.CSVLogger`` that keeps the rows of an earlier, interrupted run in the same
     directory when training resumes from a checkpoint, dropping only the rows past the checkpoint's step
-    (``truncate_after``), so the metrics file has no gap and no duplicate step. Same arguments as CSVLogger.
+    (``truncate_after``: the rows of the steps the resumed run logs again), so the metrics file has no gap and no
+    duplicate step. Same arguments as CSVLogger.
     """
 
     @property
@@ -50,4 +53,8 @@ class ResumableCSVLogger(CSVLogger):
         return self._experiment
 
     def truncate_after(self, step: int) -> int:
+        """Drop the rows at logger step ``step`` or later (:meth:`_KeepingWriter.truncate_after`) on global rank 0;
+        0 elsewhere (only rank 0 writes the file)."""
+        if rank_zero_only.rank != 0:
+            return 0
         return self.experiment.truncate_after(step)

@@ -69,6 +69,9 @@ class LongDocModule(pl.LightningModule):
       ``{train,val,test}/bpb`` (bits per byte = loss / ln 2), both averaged over all predicted bytes of the
       epoch, and ``test/unigram_bpb`` (the data's unigram entropy, a baseline).
 
+    Labels equal to ``IGNORE_INDEX`` (-100: samples a distributed sampler repeats to give every rank the same number
+    of batches) count in no loss and no metric, so a DDP validation or test sees every sample exactly once.
+
     The training loss is logged per step and per epoch (``train/loss_step``, ``train/loss_epoch``); the learning
     rate and tokens/s come from callbacks.
 
@@ -115,9 +118,8 @@ class LongDocModule(pl.LightningModule):
                 setattr(self, f"{stage}_nll", MeanMetric())
                 setattr(self, f"{stage}_bpb", BitsPerByte())
         else:
-            self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-            self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-            self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+            for stage in ("train", "val", "test"):
+                setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Logits: (B, C) for classification / retrieval, (B, N, V) for lm."""
@@ -131,9 +133,13 @@ class LongDocModule(pl.LightningModule):
             return self._lm_step(batch, stage)
         metric = getattr(self, f"{stage}_acc")
         logits = self(batch)
-        loss = F.cross_entropy(logits.float(), batch["labels"])
-        metric.update(logits.detach(), batch["labels"])
-        bsz = batch["labels"].shape[0]
+        labels = batch["labels"]
+        bsz = int((labels != IGNORE_INDEX).sum())  # IGNORE_INDEX: a sample repeated to even out DDP shards
+        if bsz:
+            loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+        else:  # only repeated samples: no contribution, but every parameter still gets a (zero) gradient
+            loss = logits.float().sum() * 0.0
+        metric.update(logits.detach(), labels)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=bsz, sync_dist=not on_step)
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=bsz)

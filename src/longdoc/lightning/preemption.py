@@ -1,0 +1,297 @@
+"""Runs that survive preemption exactly: signal handling, atomic checkpoints, replayable randomness.
+
+* :class:`PreemptionCheckpoint`: the signal a launcher sends before it stops a job (submitit's preemption /
+  time-limit signal, ``SIGUSR1`` of Lightning's ``SLURMEnvironment`` under plain ``srun``, ``SIGTERM``) makes the
+  run finish the running batch, write ``last.ckpt`` (weights, optimizer, scheduler, loop progress, data position,
+  RNG states) and exit non-zero so that the launcher requeues it; :func:`exit_after_signal` does the exit.
+* :class:`AtomicCheckpointIO`: every checkpoint is written to a temporary file, flushed to disk and renamed, so a
+  kill during saving leaves the previous checkpoint intact.
+* :class:`ReproducibleRNG`: the RNG states go into every checkpoint, and each training batch draws its randomness
+  (dropout, LSH rotations) from generators seeded by ``(seed, rank, epoch, batch)``, so a resumed run equals an
+  uninterrupted one whatever else consumed random numbers in between (fairseq seeds each update the same way).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any, NoReturn
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+log = logging.getLogger("longdoc")
+
+#: Environment variable with which submitit names its preemption / time-limit signal (default ``USR2``).
+SUBMITIT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"
+
+
+def submitit_signal() -> signal.Signals | None:
+    """The signal submitit sends before a time limit or preemption when this process is a submitit job
+    (``SUBMITIT_EXECUTOR`` set), else ``None``.
+
+    Raises:
+        ValueError: ``SUBMITIT_PREEMPT_SIGNAL`` names no signal.
+    """
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    name = "SIG" + os.environ.get(SUBMITIT_SIGNAL_ENV, "USR2")
+    sig = getattr(signal, name, None)
+    if sig is None:
+        raise ValueError(f"{SUBMITIT_SIGNAL_ENV}={os.environ[SUBMITIT_SIGNAL_ENV]!r} names no signal (e.g. USR2)")
+    return sig
+
+
+class PreemptionCheckpoint(pl.Callback):
+    """Stop cleanly on a preemption signal: finish the batch, save ``<dirpath>/<filename>.ckpt``, let the launcher
+    requeue the job.
+
+    Signals: ``SIGTERM`` (any scheduler), ``SIGUSR1`` (Lightning's ``SLURMEnvironment`` requeue signal, e.g.
+    ``sbatch --signal=USR1@90``) and, in a submitit job, submitit's signal (``SUBMITIT_PREEMPT_SIGNAL``, default
+    ``USR2``). From ``on_fit_start`` on, ``SIGUSR1`` and submitit's signal are passed to Lightning's ``SIGTERM``
+    handler (registered right after ``on_fit_start``), which lets the running batch finish (and, under DDP,
+    stops every rank at the same batch) and then raises ``SIGTERMException`` at the batch boundary. There, in
+    ``on_exception``, this callback writes the checkpoint: the state after the last completed batch, which
+    ``ckpt_path=auto`` resumes at the next batch. Registering ``SIGUSR1`` first also keeps Lightning from installing
+    its own SLURM handler, which would save inside the signal handler, mid-batch.
+
+    After ``trainer.fit`` has raised, :func:`exit_after_signal` requeues (submitit's own handler: the launcher's
+    ``checkpoint()`` and requeue; ``scontrol requeue`` for ``SIGUSR1`` in a SLURM job that submitit does not run) and
+    exits non-zero (128 + the signal number where the launcher sets no code).
+
+    Args:
+        dirpath: checkpoint directory. filename: checkpoint name without ``.ckpt``.
+        requeue: whether to requeue through the launcher (False: only save and exit).
+
+    Attributes:
+        received: the signal number caught (None until one is). saved_path: the checkpoint written (or None).
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last", requeue: bool = True):
+        super().__init__()
+        self.dirpath, self.filename, self.requeue = dirpath, filename, requeue
+        self.received: int | None = None
+        self.saved_path: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def signals(self) -> list[signal.Signals]:
+        """The signals this callback passes on to Lightning's graceful stop (besides SIGTERM itself)."""
+        sigs = [signal.SIGUSR1]
+        sub = submitit_signal()
+        if sub is not None and sub not in sigs and sub != signal.SIGTERM:
+            sigs.append(sub)
+        return sigs
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = signum
+            log.warning("caught %s: finishing the running batch, then saving %s/%s.ckpt", signal.Signals(signum).name,
+                        self.dirpath, self.filename)
+        lightning_stop = signal.getsignal(signal.SIGTERM)  # Lightning's: sets trainer.received_sigterm
+        if callable(lightning_stop):
+            lightning_stop(signal.SIGTERM, frame)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if os.name == "nt" or not _in_main_thread():
+            return
+        for sig in self.signals():
+            self._previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, self._handle)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a signal between on_fit_start and Lightning's handler registration reached no graceful stop
+        if self.received is not None and not trainer.received_sigterm:
+            self._handle(self.received, None)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException):
+            return
+        if self.received is None:
+            self.received = signal.SIGTERM
+        path = f"{self.dirpath}/{self.filename}.ckpt"
+        trainer.save_checkpoint(path)
+        self.saved_path = path
+        if trainer.is_global_zero:
+            log.warning("%s: saved %s at global step %d; the run resumes there with ckpt_path=auto in the same run "
+                        "directory", signal.Signals(self.received).name, path, trainer.global_step)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.restore_handlers()
+
+    def restore_handlers(self) -> None:
+        """Put back the handlers that ``on_fit_start`` replaced (submitit's, for a signal during testing)."""
+        if not _in_main_thread():
+            return
+        for sig, handler in self._previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+
+    def requeue_and_exit(self, global_rank: int = 0) -> NoReturn:
+        """Hand the stopped job back to its launcher, then exit non-zero.
+
+        * submitit's signal: submitit's own handler (saved in ``on_fit_start``), which calls the Hydra launcher's
+          ``checkpoint()`` (the same job again: ``ckpt_path=auto`` resumes it), requeues, and exits itself (code 144
+          under the local executor; SLURM requeues with ``scontrol``). On ranks other than 0 it returns.
+        * ``SIGUSR1`` in a SLURM job not run by submitit: ``scontrol requeue $SLURM_JOB_ID`` on global rank 0, as
+          Lightning's ``SLURMEnvironment`` does.
+
+        Raises:
+            SystemExit: always; code 128 + the signal number unless the launcher's handler exits with its own.
+        """
+        signum = self.received or signal.SIGTERM
+        previous = dict(self._previous)
+        self.restore_handlers()
+        sub = submitit_signal()
+        if self.requeue and sub is not None and signum == sub and callable(previous.get(sub)):
+            previous[sub](signum, None)  # submitit: checkpoint() -> requeue -> sys.exit (rank 0)
+        elif self.requeue and signum == signal.SIGUSR1 and os.environ.get("SLURM_JOB_ID") and sub is None:
+            if global_rank == 0:
+                _scontrol_requeue()
+        raise SystemExit(128 + int(signum))
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _scontrol_requeue() -> None:
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_job}_{task}" if array_job and task else os.environ["SLURM_JOB_ID"]
+    try:
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        log.error("could not requeue SLURM job %s (%s); resubmit it by hand: the run resumes with ckpt_path=auto "
+                  "in the same run directory", job, err)
+        return
+    if result.returncode == 0:
+        log.warning("requeued SLURM job %s", job)
+    else:
+        log.error("`scontrol requeue %s` failed (exit %d): %s", job, result.returncode, result.stderr.strip())
+
+
+def exit_after_signal(callbacks: list[Any], global_rank: int = 0) -> NoReturn:
+    """After ``trainer.fit`` raised ``SIGTERMException``: requeue through the callbacks' :class:`PreemptionCheckpoint`
+    (if any) and exit non-zero, never 0 (Lightning's exception is a ``SystemExit`` with code 0).
+
+    Raises:
+        SystemExit: always.
+    """
+    for cb in callbacks:
+        if isinstance(cb, PreemptionCheckpoint):
+            cb.requeue_and_exit(global_rank)
+    log.error("stopped by a signal with callbacks.preemption off: no checkpoint was written at the stop; "
+              "ckpt_path=auto resumes from the newest periodic one")
+    raise SystemExit(128 + int(signal.SIGTERM))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning ``CheckpointIO`` that writes each checkpoint to ``.<name>.tmp-<pid>`` beside it, flushes and
+    ``fsync``-s it, then renames it over the target (``os.replace``, atomic on POSIX) and syncs the directory.
+    A kill at any moment leaves either the old or the new complete file, never a truncated one.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options, got {storage_options!r}")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        try:
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            os.fsync(dir_fd)
+        except OSError:
+            pass
+        finally:
+            os.close(dir_fd)
+
+
+def _numpy_state_to_plain(state: tuple) -> dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = state
+    return {"kind": kind, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _numpy_state_from_plain(d: dict[str, Any]) -> tuple:
+    return (d["kind"], d["keys"].numpy().astype(np.uint32), d["pos"], d["has_gauss"], d["cached_gaussian"])
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states as plain types and tensors (loadable with ``torch.load(weights_only=True)``):
+    ``{"python", "numpy", "torch", "cuda"}`` (``cuda``: one ByteTensor per device, empty without CUDA)."""
+    py = random.getstate()
+    return {"python": [py[0], list(py[1]), py[2]], "numpy": _numpy_state_to_plain(np.random.get_state()),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Restore what :func:`rng_states` returned (CUDA states only for the devices present)."""
+    py = states["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np.random.set_state(_numpy_state_from_plain(states["numpy"]))
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        cuda = list(states["cuda"])[: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def seed_batch(seed: int, rank: int, epoch: int, batch_idx: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and every CUDA device) global generators from
+    ``(seed, rank, epoch, batch_idx)`` through ``numpy.random.SeedSequence`` (independent streams per batch)."""
+    words = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(rank), int(epoch), int(batch_idx)]).generate_state(2)
+    value = (int(words[0]) << 32 | int(words[1])) & 0x7FFF_FFFF_FFFF_FFFF
+    random.seed(value)
+    np.random.seed(int(words[0]))
+    torch.manual_seed(value)
+
+
+class ReproducibleRNG(pl.Callback):
+    """Replayable randomness across a resume.
+
+    * ``on_train_batch_start``: :func:`seed_batch` with ``(seed, global rank, epoch, batch index)``, so the dropout
+      masks and LSH rotations of batch ``b`` of epoch ``e`` are the same whether or not the run was interrupted
+      before it (and differ between ranks, batches and epochs).
+    * Checkpoints hold the global RNG states (Python, NumPy, torch CPU and CUDA, as HF Trainer saves them) under
+      ``checkpoint["rng_states"]``; loading one restores them.
+
+    Args:
+        seed: the run's seed (``${seed}``).
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        self.seed = int(seed)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        seed_batch(self.seed, trainer.global_rank, trainer.current_epoch, batch_idx)
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_states"] = rng_states()
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if "rng_states" in checkpoint:
+            set_rng_states(checkpoint["rng_states"])
