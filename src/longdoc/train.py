@@ -11,6 +11,7 @@ import logging
 import secrets
 import string
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +214,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
+    # LongDocDataModule saves and restores the position inside the epoch itself (state_dict / skip_batches), which
+    # Lightning's check for stateful dataloaders cannot see
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException:

@@ -101,6 +101,30 @@ class DDPConsistencyCheck(pl.Callback):
                                f"{self.tolerance}; check the strategy settings (static_graph for reversible layers)")
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """Writes ``<dirpath>/<filename>.ckpt``, the complete training state (weights, optimizer, scheduler, loop
+    progress, data position, RNG states), at the end of every validation during fit and when training ends.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saves a top-k
+    checkpoint, so after the best validation score stops improving it would lag behind; this one never does. Being a
+    ``ModelCheckpoint``, Lightning runs it after the other callbacks and after the best-checkpoint callback listed
+    before it, so the file holds their updated state.
+    """
+
+    def __init__(self, dirpath: str, filename: str = "last"):
+        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, enable_version_counter=False,
+                         save_on_train_epoch_end=False)
+        self.CHECKPOINT_NAME_LAST = filename
+
+    def on_validation_end(self, trainer, pl_module):
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_end(self, trainer, pl_module):
+        if trainer.global_step != self._last_global_step_saved and not trainer.fast_dev_run:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class PeriodicLastCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` that writes ``last-step.ckpt`` every ``every_n_train_steps`` optimizer steps,
     beside the ``last.ckpt`` written after each validation, so an interrupted run loses at most that many
