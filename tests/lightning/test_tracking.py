@@ -26,7 +26,7 @@ def test_wandb_offline_run_has_config_and_metric_history(compose_cfg, monkeypatc
     history, config = history_and_config(files[0])
     assert config["attention"]["name"] == "lsh" and config["model"]["d_model"] == 32
     keys = set().union(*history)
-    assert {"train/loss_step", "train/tokens_per_sec", "val/acc", "test/acc"} <= keys, keys
+    assert {"train/loss_step", "train/tokens_per_sec", "train/peak_rss_gib", "val/acc", "test/acc"} <= keys, keys
     losses = [row["train/loss_step"] for row in history if "train/loss_step" in row]
     assert len(losses) == 3 and all(0 < x < 10 for x in losses)
 
@@ -48,3 +48,15 @@ def test_tensorboard_and_csv_log_the_same_metrics(compose_cfg):
     assert {"train/loss_step", "val/acc", "test/acc", "train/tokens_per_sec"} <= tb_tags
     assert csv_keys <= tb_tags | {"epoch"}, csv_keys - tb_tags
     assert [e.step for e in acc.Scalars("train/loss_step")] == [0, 1, 2]
+
+
+@pytest.mark.cuda
+def test_throughput_and_cuda_peak_memory_on_gpu(compose_cfg):
+    import csv
+
+    cfg = compose_cfg("trainer=gpu", *SHORT, "test=false")
+    train(cfg)
+    with open(os.path.join(cfg.paths.output_dir, "csv", "metrics.csv"), newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("train/tokens_per_sec")]
+    assert len(rows) == 3
+    assert all(float(r["train/tokens_per_sec"]) > 0 and float(r["train/peak_mem_gib"]) > 0 for r in rows)
