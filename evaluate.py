@@ -1,4 +1,4 @@
-"""Evaluation entry point; `mode=` picks the job (conf/evaluate.yaml):
+"""Evaluation entry point (the same as `longdoc-evaluate`); `mode=` picks the job (src/longdoc/conf/evaluate.yaml):
 
     python evaluate.py ckpt_path=outputs/train/runs/<run>/checkpoints/best.ckpt   # metrics (default)
     python evaluate.py mode=lra_table 'runs=[outputs/train/runs/*]'                 # LRA Table 1 beside ours
@@ -6,16 +6,7 @@
     python evaluate.py mode=attention_pattern [ckpt_path=...]                       # attended pairs, N x N
 """
 
-import hydra
-from omegaconf import DictConfig
-
-
-@hydra.main(version_base="1.3", config_path="conf", config_name="evaluate")
-def main(cfg: DictConfig) -> None:
-    from longdoc.evaluate import evaluate
-
-    evaluate(cfg)
-
+from longdoc.cli import evaluate_main
 
 if __name__ == "__main__":
-    main()
+    evaluate_main()

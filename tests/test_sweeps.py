@@ -98,7 +98,7 @@ def test_default_run_dir_inside_slurm_is_the_job_id(compose_cfg, monkeypatch):
 
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(ROOT / "src" / "longdoc" / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=["paths.log_dir=/logs"], return_hydra_config=True)
     GlobalHydra.instance().clear()
     assert cfg.hydra.run.dir == "/logs/train/runs/slurm-4242"

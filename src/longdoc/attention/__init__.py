@@ -31,7 +31,7 @@ def build_attention(name: str, d_model: int, n_heads: int, **kwargs) -> nn.Modul
     try:
         return cls(d_model=d_model, n_heads=n_heads, **kwargs)
     except TypeError as err:
-        raise ValueError(f"attention {name!r}: {err}; see conf/attention/{name}.yaml for its keys") from err
+        raise ValueError(f"attention {name!r}: {err}; see longdoc/conf/attention/{name}.yaml for its keys") from err
 
 
 __all__ = [

@@ -12,8 +12,8 @@ from typing import Any
 
 log = logging.getLogger("longdoc")
 
-# conf/ of the repository (src/longdoc/evaluation/_common.py -> parents[3]); LONGDOC_CONF_DIR overrides it.
-CONF_DIR = Path(os.environ.get("LONGDOC_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
+# the configuration shipped in the package (longdoc/conf); LONGDOC_CONF_DIR overrides it.
+CONF_DIR = Path(os.environ.get("LONGDOC_CONF_DIR", Path(__file__).resolve().parents[1] / "conf"))
 
 
 def compose_train_config(overrides: Sequence[str] = ()) -> Any:
@@ -32,7 +32,8 @@ def compose_train_config(overrides: Sequence[str] = ()) -> Any:
     from hydra.initialize import get_gh_backup, restore_gh_from_backup
 
     if not (CONF_DIR / "train.yaml").is_file():
-        raise FileNotFoundError(f"no train.yaml in {CONF_DIR}; run from a longdoc checkout or set LONGDOC_CONF_DIR")
+        raise FileNotFoundError(f"no train.yaml in {CONF_DIR}: the longdoc installation is incomplete "
+                                "(reinstall it) or LONGDOC_CONF_DIR points elsewhere")
     backup = get_gh_backup()
     GlobalHydra.instance().clear()
     try:
