@@ -9,7 +9,7 @@ EXTRAS ?= dev
 ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install install-bench train test test-fast bench memory-bench clean
+.PHONY: install install-bench train lint test test-fast bench memory-bench clean
 
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,11 @@ install-bench: $(VENV)/.installed-bench
 train: install
 	$(PY) train.py $(ARGS)
 
-test: install
+# the layer contracts of pyproject.toml ([tool.importlinter]), then the suite
+lint: install
+	$(VENV)/bin/lint-imports
+
+test: install lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-fast: install

@@ -1,6 +1,6 @@
 """The benchmark scripts run end to end at toy sizes and write their tables (HuggingFace references are
 left out: CI installs no `bench` extra). What they measure is checked by tests/evaluation/test_efficiency.py,
-which drives the same harness (longdoc.evaluation.harness)."""
+which drives the same measuring code (longdoc.evaluation.measure / runner / output)."""
 
 import csv
 import subprocess

@@ -6,7 +6,8 @@ from hydra.errors import MissingConfigException
 from omegaconf import OmegaConf
 
 from longdoc.attention import FullAttention, LocalGlobalAttention, LSHAttention
-from longdoc.config import ConfigError, validate_config
+from longdoc.config import ConfigError
+from longdoc.train import validate_config
 from longdoc.embeddings import AxialPositionalEmbedding, LearnedPositionalEmbedding, SinusoidalPositionalEmbedding
 
 
@@ -78,7 +79,7 @@ INVALID = [
 
 @pytest.mark.parametrize("overrides,message", INVALID)
 def test_invalid_configs_fail_before_training(compose_cfg, overrides, message, tmp_path):
-    cfg = compose_cfg(*overrides)
+    cfg = compose_cfg(*overrides, f"paths.data_dir={tmp_path / 'data'}")
     with pytest.raises(ConfigError, match=message):
         validate_config(cfg)
     assert not any((tmp_path / "data").glob("**/*.tsv")), "no data work before the config is valid"
@@ -115,3 +116,43 @@ def test_per_layer_attention_mixing_and_lists(compose_cfg):
     bad = compose_cfg("model.depth=3", "attention.attention_window=[4,8]")
     with pytest.raises(ConfigError, match=r"attention.attention_window=\[4, 8\] has 2 entries but model.depth=3"):
         validate_config(bad)
+
+
+#: The values a new user tried (the typed-configuration issue): each fails before any data work, naming the key,
+#: the rule and an example fix.
+TYPED_INVALID = [
+    (["optimizer.lr=-1"], r"optimizer.lr must be > 0, got -1; e.g. optimizer.lr=1e-3"),
+    (["optimizer.lr=0"], r"optimizer.lr must be > 0, got 0; e.g. optimizer.lr=1e-3"),
+    (["optimizer.weight_decay=-1"], r"optimizer.weight_decay must be >= 0, got -1; e.g. optimizer.weight_decay=0.01"),
+    (["trainer.max_epochs=abc"], r"trainer.max_epochs: .*'abc'.*e.g. trainer.max_epochs="),
+    (["model.dropout=1.5"], r"model.dropout must be a probability in \[0, 1\), got 1.5; e.g. model.dropout=0.1"),
+    (["attention.dropout=[0.1,2.0]"], r"attention.dropout must be a probability in \[0, 1\), got \[0.1, 2.0\]"),
+    (["trainer.precision=fp8"], r"trainer.precision='fp8' is unknown: choose one of"),
+    (["optimizer.betas=[0.9]"], r"optimizer.betas must be two values in \[0, 1\), got \[0.9\]"),
+    (["scheduler.warmup_ratio=1.5"], r"scheduler.warmup_ratio must be in \[0, 1\), got 1.5"),
+    (["trainer.accumulate_grad_batches=0"], r"trainer.accumulate_grad_batches must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", TYPED_INVALID)
+def test_typed_values_fail_at_composition_naming_key_and_fix(compose_cfg, overrides, message, tmp_path):
+    from longdoc.train import train
+
+    cfg = compose_cfg(*overrides, f"paths.data_dir={tmp_path / 'data'}")
+    with pytest.raises(ConfigError, match=message):
+        train(cfg)  # the whole job: it would generate ListOps under paths.data_dir if it got that far
+    assert not (tmp_path / "data").exists(), "no data work before the config is valid"
+
+
+def test_progress_bar_off_drops_its_callback_with_a_log_line(compose_cfg, caplog):
+    import logging
+
+    from longdoc.train import train
+
+    cfg = compose_cfg("trainer.enable_progress_bar=false", "callbacks.progress_bar={_target_: "
+                      "pytorch_lightning.callbacks.RichProgressBar}", "trainer.fast_dev_run=true",
+                      "trainer.accelerator=cpu")
+    with caplog.at_level(logging.INFO, logger="longdoc"):
+        metrics = train(cfg)  # Lightning would refuse RichProgressBar beside enable_progress_bar=False
+    assert "trainer.enable_progress_bar=false: callbacks.progress_bar dropped too" in caplog.text
+    assert cfg.callbacks.progress_bar is None and 0 <= metrics["test/acc"] <= 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import hydra
 import pytest
 
-from longdoc.config import validate_config
+from longdoc.train import validate_config
 from longdoc.data import DataNotFoundError
 from longdoc.models import CausalLM, RetrievalClassifier, SequenceClassifier
 

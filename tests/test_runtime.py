@@ -12,7 +12,8 @@ import textwrap
 
 import pytest
 
-from longdoc.config import ConfigError, validate_config
+from longdoc.config import ConfigError
+from longdoc.train import validate_config
 from longdoc.runtime import tune_cpu_allocator
 
 PROBE = textwrap.dedent("""

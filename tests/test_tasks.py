@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from longdoc.config import ConfigError, validate_config
+from longdoc.config import ConfigError
+from longdoc.train import validate_config
 from longdoc.lightning import LongDocModule, warmup_rsqrt
 from longdoc.models import CausalLM, RetrievalClassifier, SequenceClassifier
 from longdoc.train import train

@@ -1,19 +1,31 @@
-"""Configuration checks that run before any data is generated or any step is trained.
+"""The configuration's schema and cross-field checks, run at composition, before any object or data is built.
 
-``validate_config(cfg)`` builds the (cheap) data module and model objects from the composed config,
-so every constructor check fires at composition time with a message that names the key and the fix.
+* :func:`check_config`: every group's values typed against its schema (dataclasses below, merged with OmegaConf:
+  ``trainer.max_epochs=abc`` fails naming the key and the type) and range-checked (``optimizer.lr=0``,
+  ``model.dropout=1.5`` fail naming the key, the rule and an example fix), plus the cross-field rules
+  (``model.n_heads`` dividing ``model.d_model``, ``optimizer.in_backward`` with clipping, ...).
+* :func:`apply_task_defaults`: the in-place changes a task needs (causal attention for language modelling, the
+  checkpoint monitor), each logged.
+* :func:`reconcile_callbacks`: trainer switches that turn a callback off (``trainer.enable_progress_bar=false``)
+  drop it from ``callbacks``, logged.
+
+Building objects from the checked config is :func:`longdoc.train.build`'s job.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
 
-import hydra
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 from .attention import ATTENTION_REGISTRY
+from .checks import check_positive_int
 
 log = logging.getLogger("longdoc")
 
@@ -39,7 +51,7 @@ TASK_VAL_METRICS: dict[str, dict[str, str]] = {
 }
 
 
-def _used_attention_keys(cfg: DictConfig) -> list[str]:
+def used_attention_keys(cfg: DictConfig) -> list[str]:
     """Config paths of the attention settings the model uses: ``attention`` and, for the other names in
     ``model.attention_layers``, ``attention_options.<name>``."""
     keys = ["attention"]
@@ -62,7 +74,7 @@ def make_causal_for_lm(cfg: DictConfig) -> list[str]:
     not that choice (Kitaev et al. 2020, section 2; exact when one chunk holds the whole sequence).
     """
     changed = []
-    for key in _used_attention_keys(cfg):
+    for key in used_attention_keys(cfg):
         node = OmegaConf.select(cfg, key)
         if not node.get("causal", False):
             with open_dict(node):
@@ -113,15 +125,22 @@ def select_checkpoint_monitor(cfg: DictConfig, task: str) -> None:
                           f"set callbacks.model_checkpoint.mode={logged[monitor]}")
 
 
-def _positive(cfg: DictConfig, key: str, hint: str = "") -> None:
+def check_positive(cfg: DictConfig, key: str, hint: str = "") -> None:
+    """``cfg.<key>`` is a positive integer, or a list of them (one per layer), or unset.
+
+    Raises:
+        ConfigError: otherwise, naming the key (:func:`longdoc.checks.check_positive_int` per value).
+    """
     val = OmegaConf.select(cfg, key)
     if val is None:
         return
     values = list(val) if OmegaConf.is_list(val) else [val]  # a list holds one value per layer
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        try:
+            check_positive_int(key, v)
+        except ValueError as err:
             raise ConfigError(f"{key} must be a positive integer (or a list of them, one per layer), got {val!r}"
-                              + (f"; {hint}" if hint else ""))
+                              + (f"; {hint}" if hint else "")) from err
 
 
 CPU_ALLOCATORS = ("tuned", "default")
@@ -172,76 +191,284 @@ def check_optimizer_in_backward(cfg: DictConfig) -> None:
                           "optimizer.in_backward=false")
 
 
-def validate_config(cfg: DictConfig) -> tuple[Any, Any]:
-    """Check the composed training config; return the instantiated (datamodule, LightningModule).
+# ------------------------------------------------------------------------------------------------
+# Schema: the types of each group's keys (extra keys pass through: e.g. any Trainer argument)
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class OptimizerSchema:
+    """``optimizer``: AdamW (:meth:`longdoc.lightning.LongDocModule.configure_optimizers`)."""
 
-    The task comes from the data module's ``task`` attribute ('classification', 'retrieval', 'lm'). Adjusts
-    ``cfg`` in place for it: ``lm`` turns on ``causal`` in every attention the model uses
-    (:func:`make_causal_for_lm`), and the checkpoint monitor follows the task (:func:`select_checkpoint_monitor`).
-    Only objects are built: no data are read or downloaded.
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    in_backward: bool = False
+
+
+@dataclass
+class SchedulerSchema:
+    """``scheduler``: linear warm-up, then cosine or LRA's rsqrt decay."""
+
+    warmup_ratio: Optional[float] = 0.1
+    warmup_steps: Optional[int] = None
+    min_lr_ratio: float = 0.1
+    decay: str = "cosine"
+
+
+@dataclass
+class ModelSchema:
+    """``model``: the encoder and its task head (``conf/model/encoder.yaml``)."""
+
+    d_model: int = 128
+    n_heads: int = 4
+    depth: int = 2
+    d_ff: int = 256
+    dropout: float = 0.1
+    pooling: str = "cls"
+    interaction: str = "nli"
+    tie_word_embeddings: bool = True
+    chunk_size_feed_forward: int = 0
+    reversible: bool = False
+    gradient_checkpointing: bool = False
+    attention_layers: Optional[list[str]] = None
+    attention: Any = None
+    attention_options: Any = None
+    position: Any = None
+
+
+@dataclass
+class TrainerSchema:
+    """``trainer``: the ``pytorch_lightning.Trainer`` arguments longdoc's configs set (others pass unchecked)."""
+
+    max_epochs: Optional[int] = None
+    min_epochs: Optional[int] = None
+    max_steps: int = -1
+    max_time: Any = None
+    precision: Any = "32-true"
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    log_every_n_steps: int = 50
+    check_val_every_n_epoch: Optional[int] = 1
+    val_check_interval: Any = 1.0
+    num_sanity_val_steps: int = 2
+    enable_progress_bar: bool = True
+    enable_model_summary: Optional[bool] = None
+    num_nodes: int = 1
+    fast_dev_run: Any = False
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+
+
+@dataclass
+class RuntimeSchema:
+    """``runtime``: process settings (:mod:`longdoc.runtime`)."""
+
+    cpu_allocator: str = "default"
+
+
+@dataclass
+class RootSchema:
+    """Top-level keys of ``train.yaml``."""
+
+    task_name: str = "train"
+    seed: int = 42
+    ckpt_path: Optional[str] = None
+    optimized_metric: Optional[str] = None
+    test: bool = True
+
+
+SCHEMAS: dict[str, type] = {"optimizer": OptimizerSchema, "scheduler": SchedulerSchema, "model": ModelSchema,
+                            "trainer": TrainerSchema, "runtime": RuntimeSchema}
+PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16")
+
+
+def _in(lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False) -> Callable[[Any], bool]:
+    def ok(v: Any) -> bool:
+        return (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    return ok
+
+
+#: (key, rule it must satisfy, the rule in words, an example fix). Lists (per-layer values) are checked item-wise.
+RANGE_RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
+    ("optimizer.lr", lambda v: v > 0, "> 0", "optimizer.lr=1e-3"),
+    ("optimizer.weight_decay", lambda v: v >= 0, ">= 0", "optimizer.weight_decay=0.01"),
+    ("optimizer.eps", lambda v: v > 0, "> 0", "optimizer.eps=1e-8"),
+    ("optimizer.betas", lambda v: _in(0, 1, hi_open=True)(v), "in [0, 1) (two values)", "optimizer.betas=[0.9,0.98]"),
+    ("scheduler.warmup_ratio", _in(0, 1, hi_open=True), "in [0, 1)", "scheduler.warmup_ratio=0.1"),
+    ("scheduler.warmup_steps", lambda v: v >= 0, ">= 0", "scheduler.warmup_steps=1000"),
+    ("scheduler.min_lr_ratio", _in(0, 1), "in [0, 1]", "scheduler.min_lr_ratio=0.1"),
+    ("model.dropout", _in(0, 1, hi_open=True), "a probability in [0, 1)", "model.dropout=0.1"),
+    ("model.chunk_size_feed_forward", lambda v: v >= 0, ">= 0 (0 = no chunking)", "model.chunk_size_feed_forward=1024"),
+    ("model.d_ff", lambda v: v > 0, "a positive integer", "model.d_ff=256"),
+    ("trainer.max_epochs", lambda v: v == -1 or v >= 1, "-1 (no limit) or >= 1", "trainer.max_epochs=10"),
+    ("trainer.min_epochs", lambda v: v >= 0, ">= 0", "trainer.min_epochs=null"),
+    ("trainer.max_steps", lambda v: v == -1 or v >= 1, "-1 (no limit) or >= 1", "trainer.max_steps=10000"),
+    ("trainer.gradient_clip_val", lambda v: v >= 0, ">= 0 (null: no clipping)", "trainer.gradient_clip_val=1.0"),
+    ("trainer.accumulate_grad_batches", lambda v: v >= 1, ">= 1", "trainer.accumulate_grad_batches=1"),
+    ("trainer.log_every_n_steps", lambda v: v >= 1, ">= 1", "trainer.log_every_n_steps=10"),
+    ("trainer.num_sanity_val_steps", lambda v: v >= -1, ">= -1", "trainer.num_sanity_val_steps=2"),
+]
+#: Attention keys (in ``attention`` and each ``attention_options.<name>``) that are probabilities.
+ATTENTION_PROBABILITIES = ("dropout",)
+
+
+def _schema_error(group: str, err: OmegaConfBaseException) -> ConfigError:
+    key = getattr(err, "full_key", None) or ""
+    value = getattr(err, "value", None) if hasattr(err, "value") else None
+    what = str(err).splitlines()[0]
+    return ConfigError(f"{group}.{key}: {what} (got {value!r}); set {group}.{key} to a value of that type, e.g. "
+                       f"{group}.{key}={_schema_default(group, key)}")
+
+
+def _schema_default(group: str, key: str) -> Any:
+    full = f"{group}.{key}" if group else key
+    for rule_key, _, _, fix in RANGE_RULES:
+        if rule_key == full:
+            return fix.split("=", 1)[1]
+    schema = SCHEMAS.get(group, RootSchema)
+    for f in dataclasses.fields(schema):
+        if f.name == key.split(".")[0]:
+            return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    return "..."
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Type-check each group against its schema (:data:`SCHEMAS`): a value of the wrong type fails, naming the key.
 
     Raises:
-        ConfigError: unknown attention; ``model.n_heads`` not dividing ``model.d_model``; non-positive
-            ``attention.bucket_size`` / ``attention.attention_window`` / ``attention.n_hashes``;
-            ``position.axial_dims`` not summing to ``model.d_model``; ``position.axial_shape`` whose product
-            is smaller than the longest sequence; ``runtime.cpu_allocator`` not tuned / default; ``optimizer.in_backward``
-            with clipping, accumulation, fp16 or DDP (:func:`check_optimizer_in_backward`); a checkpoint monitor
-            the task does not log (or the wrong mode); an ``optimized_metric`` that is not a validation metric of the
-            task;
-            any other constructor ``ValueError`` (re-raised with its key), e.g. an unknown task.
+        ConfigError: e.g. ``trainer.max_epochs=abc``.
     """
-    from .lightning import LongDocModule  # local: keeps `import longdoc.config` light
+    for group, schema in (*SCHEMAS.items(), ("", RootSchema)):
+        node = cfg if group == "" else cfg.get(group)
+        if node is None:
+            continue
+        typed = OmegaConf.structured(schema)
+        OmegaConf.set_struct(typed, False)  # keys outside the schema pass through
+        known = {f.name for f in dataclasses.fields(schema)}
+        values = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k in known} \
+            if group else {k: OmegaConf.select(cfg, k) for k in known if k in cfg}
+        try:
+            OmegaConf.merge(typed, values)
+        except OmegaConfBaseException as err:
+            if not group:
+                key = getattr(err, "full_key", "")
+                raise ConfigError(f"{key}: {str(err).splitlines()[0]}; e.g. {key}={_schema_default('', key)}") from err
+            raise _schema_error(group, err) from err
 
+
+def check_ranges(cfg: DictConfig) -> None:
+    """The value rules of :data:`RANGE_RULES` and the attention probabilities, item-wise for per-layer lists.
+
+    Raises:
+        ConfigError: naming the key, the rule and an example fix (e.g. ``optimizer.lr=0``, ``model.dropout=1.5``).
+    """
+    rules = list(RANGE_RULES)
+    for key in used_attention_keys(cfg):
+        for name in ATTENTION_PROBABILITIES:
+            rules.append((f"{key}.{name}", _in(0, 1, hi_open=True), "a probability in [0, 1)", f"{key}.{name}=0.0"))
+    for key, ok, rule, fix in rules:
+        val = OmegaConf.select(cfg, key)
+        if val is None:
+            continue
+        values = list(val) if OmegaConf.is_list(val) else [val]
+        if key == "optimizer.betas" and len(values) != 2:
+            raise ConfigError(f"optimizer.betas must be two values in [0, 1), got {val!r}; e.g. {fix}")
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not ok(v) for v in values):
+            raise ConfigError(f"{key} must be {rule}, got {val!r}; e.g. {fix}")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """All checks that need no object: types (:func:`check_types`), ranges (:func:`check_ranges`) and the
+    cross-field rules. Runs before any data is generated, read or downloaded.
+
+    Raises:
+        ConfigError: unknown attention; a value of the wrong type or out of range; ``model.n_heads`` not dividing
+            ``model.d_model``; non-positive ``model.d_model`` / ``n_heads`` / ``depth``, ``attention.bucket_size`` /
+            ``attention_window`` / ``n_hashes``; ``trainer.precision`` unknown; ``runtime.cpu_allocator`` not tuned /
+            default; ``optimizer.in_backward`` with clipping, accumulation, fp16 or DDP
+            (:func:`check_optimizer_in_backward`).
+    """
     name = OmegaConf.select(cfg, "attention.name")
     if name not in ATTENTION_REGISTRY:
         raise ConfigError(f"attention.name={name!r} is unknown: choose one of {sorted(ATTENTION_REGISTRY)} "
                           "(e.g. `python train.py attention=lsh`)")
-    _positive(cfg, "model.d_model")
-    _positive(cfg, "model.n_heads")
-    _positive(cfg, "model.depth")
+    for key in ("model.d_model", "model.n_heads", "model.depth"):
+        check_positive(cfg, key)
+    check_types(cfg)
+    check_ranges(cfg)
     d_model, n_heads = cfg.model.d_model, cfg.model.n_heads
     if d_model % n_heads:
         divisors = [h for h in range(1, min(d_model, 64) + 1) if d_model % h == 0]
         raise ConfigError(f"model.n_heads={n_heads} does not divide model.d_model={d_model}; "
                           f"set model.n_heads to one of {divisors} or change model.d_model")
-    _positive(cfg, "attention.bucket_size", "e.g. attention.bucket_size=64")
-    _positive(cfg, "attention.attention_window", "e.g. attention.attention_window=64")
-    _positive(cfg, "attention.n_hashes", "e.g. attention.n_hashes=2")
+    check_positive(cfg, "attention.bucket_size", "e.g. attention.bucket_size=64")
+    check_positive(cfg, "attention.attention_window", "e.g. attention.attention_window=64")
+    check_positive(cfg, "attention.n_hashes", "e.g. attention.n_hashes=2")
+    precision = OmegaConf.select(cfg, "trainer.precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        raise ConfigError(f"trainer.precision={precision!r} is unknown: choose one of {list(PRECISIONS[:10])} "
+                          "(e.g. trainer.precision=bf16-mixed)")
     allocator = OmegaConf.select(cfg, "runtime.cpu_allocator", default="default")
     if allocator not in CPU_ALLOCATORS:
         raise ConfigError(f"runtime.cpu_allocator={allocator!r} is unknown: choose one of {list(CPU_ALLOCATORS)} "
                           "(tuned = glibc reuses freed memory, see longdoc.runtime)")
     check_optimizer_in_backward(cfg)
 
+
+def task_of(cfg: DictConfig) -> str:
+    """The task of the data module ``cfg.data`` (its class's ``task`` attribute; no object is built).
+
+    Raises:
+        ConfigError: ``data._target_`` cannot be imported.
+    """
+    target = OmegaConf.select(cfg, "data._target_")
     try:
-        datamodule = hydra.utils.instantiate(cfg.data)
-    except Exception as err:  # hydra wraps constructor errors; surface the original message
-        raise ConfigError(f"data: {getattr(err, '__cause__', None) or err}") from err
-    task = getattr(datamodule, "task", "classification")
-    if task == "lm":
-        make_causal_for_lm(cfg)
+        return getattr(get_class(str(target)), "task", "classification")
+    except Exception as err:
+        raise ConfigError(f"data._target_={target!r} cannot be imported ({err}); choose a data group option, "
+                          "e.g. `python train.py data=listops`") from err
+
+
+def apply_task_defaults(cfg: DictConfig, task: str) -> list[str]:
+    """The in-place changes a task needs, each logged; returns the keys changed.
+
+    * ``lm``: every attention the model uses becomes causal (:func:`make_causal_for_lm`).
+    * every task: ``callbacks.model_checkpoint`` monitors a metric the task logs (:func:`select_checkpoint_monitor`).
+
+    Raises:
+        ConfigError: a checkpoint monitor the task does not log (or the wrong mode); an ``optimized_metric`` that is
+            not a validation metric of the task.
+    """
+    changed = make_causal_for_lm(cfg) if task == "lm" else []
     if task in TASK_VAL_METRICS:
         select_checkpoint_monitor(cfg, task)
         metric = cfg.get("optimized_metric")
         if metric is not None and metric not in TASK_VAL_METRICS[task]:
             raise ConfigError(f"optimized_metric={metric} is not a validation metric of task {task}: choose one of "
                               f"{sorted(TASK_VAL_METRICS[task])} (a sweep must never select on test metrics)")
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    try:
-        module = LongDocModule(
-            model=model_cfg,
-            num_classes=datamodule.num_classes,
-            vocab_size=datamodule.vocab_size,
-            max_seq_len=datamodule.max_seq_len,
-            pad_id=datamodule.pad_id,
-            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
-            config=OmegaConf.to_container(cfg, resolve=True),
-            task=task,
-        )
-    except ValueError as err:
-        raise ConfigError(str(err)) from err
-    return datamodule, module
+    return changed
+
+
+#: Trainer switches that forbid a callback: (trainer key, callbacks entry).
+CALLBACK_SWITCHES = (("enable_progress_bar", "progress_bar"), ("enable_model_summary", "model_summary"))
+
+
+def reconcile_callbacks(cfg: DictConfig) -> list[str]:
+    """``trainer.enable_progress_bar=false`` (or ``enable_model_summary=false``) drops the ``callbacks`` entry
+    Lightning would refuse beside it (``callbacks.progress_bar`` / ``model_summary``), with a log line; returns
+    the entries dropped."""
+    dropped = []
+    callbacks = cfg.get("callbacks")
+    for switch, entry in CALLBACK_SWITCHES:
+        if OmegaConf.select(cfg, f"trainer.{switch}") is False and callbacks and callbacks.get(entry) is not None:
+            with open_dict(callbacks):
+                callbacks[entry] = None
+            dropped.append(entry)
+            log.info("trainer.%s=false: callbacks.%s dropped too (Lightning refuses the callback without it)",
+                     switch, entry)
+    return dropped
 
 
 def resolve_wandb_offline(logger_cfg: DictConfig) -> None:

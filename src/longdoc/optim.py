@@ -17,7 +17,7 @@ and a checkpoint written with the fused step resumes without it and vice versa.
 
 What it cannot do, because no complete set of gradients ever exists: clip by the global gradient norm,
 accumulate gradients over several batches, unscale fp16 gradients (GradScaler), or wait for DDP's all-reduce
-(each rank would step on its own local gradient). ``longdoc.config.validate_config`` rejects those
+(each rank would step on its own local gradient). ``longdoc.train.validate_config`` rejects those
 combinations at composition time.
 """
 

@@ -3,10 +3,8 @@
 glibc's ``malloc`` serves every block above its mmap threshold (128 KiB, adjusted upwards as blocks are
 freed, at most 32 MiB) with a fresh ``mmap`` and returns it to the kernel on ``free``; touching it again costs
 one page fault per 4 KiB page. A training step at long N allocates and frees hundreds of MiB of such blocks
-(activations, score tiles, gradients), so every step pays the faults again: measured on the 2-core development
-machine, one LSH attention layer forward + backward at N = 32K took 321k minor page faults and 1.49 s per step
-with glibc's defaults, 1.6k faults and 1.09 s with the thresholds below (N = 8K: 259 ms -> 246 ms), which is what
-makes the step time grow faster than N. PyTorch's CPU performance guide recommends jemalloc or tcmalloc (via
+(activations, score tiles, gradients), so every step pays the faults again, and the step time grows faster
+than N (figures: ``benchmarks/README.md``). PyTorch's CPU performance guide recommends jemalloc or tcmalloc (via
 ``LD_PRELOAD``) for the same reason; :func:`tune_cpu_allocator` gets glibc to reuse its heap instead, with no
 extra dependency. Reference: mallopt(3), ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``.
 """
@@ -37,9 +35,8 @@ def tune_cpu_allocator(mmap_threshold: int = _DEFAULT_BYTES, trim_threshold: int
         True when glibc accepted both settings; False where the C library is not glibc (macOS, musl) or
         refused them -- nothing is changed then and training works as before, only slower at long N.
         The process keeps up to ``trim_threshold`` bytes of freed memory resident, and blocks reused from the
-        heap fragment it: measured peak RSS of a 6-layer reversible LSH training step, 1.60 vs 1.43 GiB with
-        glibc's defaults at N = 16K (+12%, interpreter included), 2.55 vs 1.87 GiB at 32K (+37%). Hence it is
-        opt-in (``runtime.cpu_allocator=tuned``): for speed where memory is not the limit.
+        heap fragment it, so the peak RSS grows; hence it is opt-in (``runtime.cpu_allocator=tuned``): for speed
+        where memory is not the limit.
 
     Raises:
         ValueError: a threshold that is not a positive int below 2**31 (mallopt takes a C int).

@@ -1,4 +1,6 @@
-"""Training entry point: config -> objects -> fit -> test best checkpoint -> metrics.json.
+"""Training, top to bottom: composed config -> :func:`longdoc.config.check_config` ->
+:func:`longdoc.config.apply_task_defaults` -> :func:`build` (data module, module, callbacks, loggers, trainer) ->
+:func:`fit` -> :func:`run_test` -> ``metrics.json``.
 
 Shaped after ashleve/lightning-hydra-template: everything is instantiated from the composed config,
 ``seed_everything`` first, then fit, then test on the best checkpoint.
@@ -12,6 +14,7 @@ import secrets
 import string
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +26,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from .config import ConfigError, resolve_wandb_offline, validate_config
-from .lightning import AtomicCheckpointIO, exit_after_signal
+from .config import (ConfigError, apply_task_defaults, check_config, reconcile_callbacks, resolve_wandb_offline,
+                     task_of)
+from .lightning import AtomicCheckpointIO, LongDocModule, exit_after_signal
 from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("longdoc")
@@ -164,8 +168,143 @@ def best_validation_value(trainer: pl.Trainer, metric: str, last_value: float | 
     return last_value
 
 
+def build_datamodule(cfg: DictConfig) -> Any:
+    """``cfg.data`` instantiated (no data is read: that is ``prepare_data`` / ``setup``).
+
+    Raises:
+        ConfigError: the data module's constructor refused a value (its message names the key).
+    """
+    try:
+        return hydra.utils.instantiate(cfg.data)
+    except Exception as err:  # hydra wraps constructor errors; surface the original message
+        raise ConfigError(f"data: {getattr(err, '__cause__', None) or err}") from err
+
+
+def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
+    """The LightningModule of ``cfg.model`` / ``optimizer`` / ``scheduler`` for ``datamodule``'s task and sizes.
+
+    Raises:
+        ConfigError: a model setting its constructor refused (the message names the key).
+    """
+    try:
+        return LongDocModule(
+            model=OmegaConf.to_container(cfg.model, resolve=True),
+            num_classes=datamodule.num_classes,
+            vocab_size=datamodule.vocab_size,
+            max_seq_len=datamodule.max_seq_len,
+            pad_id=datamodule.pad_id,
+            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
+            config=OmegaConf.to_container(cfg, resolve=True),
+            task=getattr(datamodule, "task", "classification"),
+        )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def validate_config(cfg: DictConfig) -> tuple[Any, LongDocModule]:
+    """Check ``cfg`` (:func:`longdoc.config.check_config`), adapt it to its task
+    (:func:`longdoc.config.apply_task_defaults`) and build the data module and the LightningModule from it.
+    Only objects are built: no data are read or downloaded.
+
+    Raises:
+        ConfigError: any invalid value, naming its key and the fix.
+    """
+    check_config(cfg)
+    apply_task_defaults(cfg, task_of(cfg))
+    reconcile_callbacks(cfg)
+    datamodule = build_datamodule(cfg)
+    return datamodule, build_module(cfg, datamodule)
+
+
+@dataclass
+class Run:
+    """Everything one training job is made of (:func:`build`)."""
+
+    datamodule: Any
+    module: LongDocModule
+    callbacks: list[Any]
+    loggers: list[Any]
+    trainer: pl.Trainer
+    ckpt_path: str | None  # the checkpoint fit resumes from (None: fresh)
+
+
+def build_loggers(cfg: DictConfig, out_dir: Path, resume_step: int | None) -> list[Any]:
+    """The loggers of ``cfg.logger``, set up to continue a resumed run (:func:`setup_resumable_loggers`; the CSV
+    rows at ``resume_step`` and after are dropped, since the resumed run logs them again)."""
+    if not cfg.get("logger"):
+        return []
+    resolve_wandb_offline(cfg.logger)
+    setup_resumable_loggers(cfg.logger, out_dir, resume_step)
+    wb = cfg.logger.get("wandb")
+    if wb is not None:
+        name, group = _run_name_and_group(cfg)
+        with open_dict(wb):
+            wb.name = wb.get("name") or name
+            wb.group = wb.get("group") or group
+    loggers = instantiate_group(cfg.logger)
+    for lg in loggers:
+        if resume_step is not None and hasattr(lg, "truncate_after"):
+            dropped = lg.truncate_after(resume_step)
+            if dropped:
+                log.info("%s: dropped %d logged rows at step >= %d (the resumed run logs them again)",
+                         type(lg).__name__, dropped, resume_step)
+    return loggers
+
+
+def build(cfg: DictConfig) -> Run:
+    """Check the config, apply the task's defaults and build the data module, module, callbacks, loggers and
+    trainer (checkpoints written atomically: :class:`~longdoc.lightning.AtomicCheckpointIO`); resolve
+    ``cfg.ckpt_path`` (:func:`resolve_ckpt_path`). Writes the resolved ``config.yaml`` into the run directory.
+
+    Raises:
+        ConfigError: an invalid value or an unreadable ``ckpt_path``, before any data work.
+    """
+    out_dir = Path(cfg.paths.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    datamodule, module = validate_config(cfg)
+    ckpt_path, ckpt_meta = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
+    if rank_zero_only.rank == 0:
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    loggers = build_loggers(cfg, out_dir, ckpt_meta.get("global_step"))
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                                  plugins=[AtomicCheckpointIO()])
+    for lg in loggers:
+        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    return Run(datamodule, module, callbacks, loggers, trainer, ckpt_path)
+
+
+def fit(run: Run) -> None:
+    """``trainer.fit``; a preemption signal ends it with the job handed back to its launcher.
+
+    Raises:
+        SystemExit: stopped by a signal (:func:`longdoc.lightning.exit_after_signal`), never with code 0.
+    """
+    # LongDocDataModule saves and restores the position inside the epoch itself (state_dict / skip_batches), which
+    # Lightning's check for stateful dataloaders cannot see
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
+    try:
+        run.trainer.fit(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
+    except SIGTERMException:
+        _finish_loggers(run.loggers)
+        exit_after_signal(run.callbacks, run.trainer.global_rank)
+
+
+def run_test(run: Run) -> dict[str, float]:
+    """Test the best checkpoint (the current weights when there is none, with a warning)."""
+    trainer = run.trainer
+    ckpt = None
+    if trainer.checkpoint_callback is not None and getattr(trainer.checkpoint_callback, "best_model_path", ""):
+        ckpt = "best"
+    else:
+        log.warning("no best checkpoint (fast_dev_run or checkpointing off): testing the current weights")
+    results = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt)
+    return _scalars(results[0] if results else {})
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Run one training job from a composed config; return the final metrics.
+    """Run one training job: build -> fit -> test the best checkpoint -> ``metrics.json``; return the metrics.
 
     Writes ``config.yaml`` (resolved) and ``metrics.json`` into ``cfg.paths.output_dir``; checkpoints go to
     ``<output_dir>/checkpoints`` (``best.ckpt``, ``last.ckpt``, ``last-step.ckpt``), each written atomically.
@@ -181,70 +320,30 @@ def train(cfg: DictConfig) -> dict[str, float]:
             launcher (:func:`longdoc.lightning.exit_after_signal`); the code is never 0.
     """
     t0 = time.perf_counter()
-    out_dir = Path(cfg.paths.output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True)
-    datamodule, module = validate_config(cfg)
+    run = build(cfg)
     if OmegaConf.select(cfg, "runtime.cpu_allocator", default="default") == "tuned":
         tune_cpu_allocator()
-    ckpt_path, ckpt_meta = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
-    if rank_zero_only.rank == 0:
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    if cfg.get("logger"):
-        resolve_wandb_offline(cfg.logger)
-        setup_resumable_loggers(cfg.logger, out_dir, ckpt_meta.get("global_step"))
-        wb = cfg.logger.get("wandb")
-        if wb is not None:
-            name, group = _run_name_and_group(cfg)
-            with open_dict(wb):
-                wb.name = wb.get("name") or name
-                wb.group = wb.get("group") or group
-    loggers = instantiate_group(cfg.get("logger"))
-    if ckpt_path is not None:
-        for lg in loggers:
-            if hasattr(lg, "truncate_after"):
-                dropped = lg.truncate_after(ckpt_meta["global_step"])
-                if dropped:
-                    log.info("%s: dropped %d logged rows at step >= %d (the resumed run logs them again)",
-                             type(lg).__name__, dropped, ckpt_meta["global_step"])
-    callbacks = instantiate_group(cfg.get("callbacks"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                                  plugins=[AtomicCheckpointIO()])
-    for lg in loggers:
-        lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-
-    # LongDocDataModule saves and restores the position inside the epoch itself (state_dict / skip_batches), which
-    # Lightning's check for stateful dataloaders cannot see
-    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
-    try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    except SIGTERMException:
-        _finish_loggers(loggers)
-        exit_after_signal(callbacks, trainer.global_rank)
-    metrics = _scalars(trainer.callback_metrics)
+    fit(run)
+    metrics = _scalars(run.trainer.callback_metrics)
     metric = str(cfg.get("optimized_metric") or "")
     if metric:
-        best = best_validation_value(trainer, metric, metrics.get(metric))
+        best = best_validation_value(run.trainer, metric, metrics.get(metric))
         if best is not None:
             metrics[f"{metric}_best"] = best
     if cfg.get("test"):
-        ckpt = None
-        if trainer.checkpoint_callback is not None and getattr(trainer.checkpoint_callback, "best_model_path", ""):
-            ckpt = "best"
-        else:
-            log.warning("no best checkpoint (fast_dev_run or checkpointing off): testing the current weights")
-        test_metrics = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
-        metrics.update(_scalars(test_metrics[0] if test_metrics else {}))
-    _finish_loggers(loggers)
+        metrics.update(run_test(run))
+    _finish_loggers(run.loggers)
     metrics["wall_time_s"] = time.perf_counter() - t0
-    if getattr(datamodule, "task", "classification") == "lm":
-        metrics["unigram_bpb"] = float(getattr(datamodule, "unigram_bits_per_byte", float("nan")))
+    dm = run.datamodule
+    if getattr(dm, "task", "classification") == "lm":
+        metrics["unigram_bpb"] = float(getattr(dm, "unigram_bits_per_byte", float("nan")))
         keys = ("test/bpb", "unigram_bpb", "val/bpb")
     else:
-        metrics["majority_acc"] = float(getattr(datamodule, "majority_class_accuracy", float("nan")))
+        metrics["majority_acc"] = float(getattr(dm, "majority_class_accuracy", float("nan")))
         keys = ("test/acc", "majority_acc", "val/acc")
-    if trainer.is_global_zero:
+    if run.trainer.is_global_zero:
+        out_dir = Path(cfg.paths.output_dir)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
         log.info("done in %.1f s: %s; outputs in %s", metrics["wall_time_s"], summary, out_dir)

@@ -1,9 +1,10 @@
 """ListOps generator / evaluator / tokeniser / cache, checked against hand-written examples and an
-independent, literal transcription of LRA's lra_benchmarks/data/listops.py written here."""
+independent, literal transcription of LRA's lra_benchmarks/data/listops.py (lra_listops_reference.py)."""
 
 from __future__ import annotations
 
 import csv
+import logging
 import random
 
 import numpy as np
@@ -20,7 +21,6 @@ from longdoc.data import (
     encode_listops,
     evaluate_source,
     generate_listops_splits,
-    generate_tree,
     listops_cache_path,
     load_listops_from_path,
     load_or_generate_listops,
@@ -32,58 +32,12 @@ from longdoc.data import (
     tokenize_listops,
 )
 
+from .lra_listops_reference import lra_generate_tree, lra_to_string, lra_to_value
+
+
 # ----------------------------------------------------------------------------------------------
-# Independent references: a literal transcription of LRA's generator and evaluator.
+# Test helpers: a parser back to LRA's trees, a token counter, a tree builder.
 # ----------------------------------------------------------------------------------------------
-REF_OPS = ["[MIN", "[MAX", "[MED", "[SM"]
-
-
-def lra_generate_tree(rng, depth, max_depth, max_args):
-    r = rng.random() if depth < max_depth else 1
-    if r > 0.25:
-        return rng.choice(range(10)), 1
-    length = 2
-    num_values = rng.randint(2, max_args)
-    values = []
-    for _ in range(num_values):
-        sub_t, sub_l = lra_generate_tree(rng, depth + 1, max_depth, max_args)
-        values.append(sub_t)
-        length += sub_l
-    op = rng.choice(REF_OPS)
-    t = (op, values[0])
-    for value in values[1:]:
-        t = (t, value)
-    t = (t, "]")
-    return t, length
-
-
-def lra_to_string(t):
-    if isinstance(t, str):
-        return t
-    if isinstance(t, int):
-        return str(t)
-    return "( " + lra_to_string(t[0]) + " " + lra_to_string(t[1]) + " )"
-
-
-def lra_to_value(t):
-    if not isinstance(t, tuple):
-        return t
-    left = lra_to_value(t[0])
-    right = lra_to_value(t[1])
-    if left in REF_OPS:
-        return (left, [right])
-    elif right == "]":
-        op, args = left
-        return {
-            "[MIN": lambda a: min(a),
-            "[MAX": lambda a: max(a),
-            "[MED": lambda a: int(np.median(a)),
-            "[SM": lambda a: int(np.sum(a) % 10),
-        }[op](args)
-    elif isinstance(left, tuple):
-        return (left[0], left[1] + [right])
-
-
 def parse_lra(source):
     """Parse an LRA source string back into nested tuples (a tiny recursive-descent parser)."""
     toks = source.split()
@@ -188,12 +142,16 @@ def test_to_value_malformed():
 # ----------------------------------------------------------------------------------------------
 # Generator
 # ----------------------------------------------------------------------------------------------
-def test_generate_tree_matches_lra_transcription():
+def test_generator_matches_lra_transcription():
+    """Without a length bound the generator draws LRA's tree for every seed; to_string / to_value agree
+    with LRA's and the length is the token count of the rendering."""
+    unbounded = max_tree_length(10, 10) + 1
     for seed in range(300):
-        ours = generate_tree(1, 10, 10, random.Random(seed))
-        ref = lra_generate_tree(random.Random(seed), 1, 10, 10)
-        assert ours == ref
-        assert ours[1] == count_tokens(to_string(ours[0]))
+        ref_tree, ref_len = lra_generate_tree(random.Random(seed), 1, 10, 10)
+        ours = lo.make_bounded_generator(random.Random(seed), 10, 10, unbounded)()
+        assert ours == (lra_to_string(ref_tree), lra_to_value(ref_tree), ref_len)
+        assert ref_len == count_tokens(to_string(ref_tree))
+        assert (to_string(ref_tree), to_value(ref_tree)) == (lra_to_string(ref_tree), lra_to_value(ref_tree))
 
 
 @pytest.mark.parametrize("max_depth,max_args,max_length", [(10, 10, 60), (10, 10, 2000), (4, 2, 10), (6, 5, 30)])
@@ -203,7 +161,7 @@ def test_bounded_generator_is_lra_with_early_rejection(max_depth, max_args, max_
     n_rejected = n_kept = 0
     for seed in range(1500):
         ref_tree, ref_len = lra_generate_tree(random.Random(seed), 1, max_depth, max_args)
-        out = lo._make_bounded_generator(random.Random(seed), max_depth, max_args, max_length)()
+        out = lo.make_bounded_generator(random.Random(seed), max_depth, max_args, max_length)()
         if ref_len < max_length:
             assert out == (lra_to_string(ref_tree), lra_to_value(ref_tree), ref_len)
             n_kept += 1
@@ -366,6 +324,31 @@ def test_cache_regenerates_when_a_file_is_missing(tmp_path):
     (folder / "basic_val.tsv").unlink()
     again = load_or_generate_listops(tmp_path, **CACHE_KW)
     assert again == first and (folder / "basic_val.tsv").is_file()
+
+
+@pytest.mark.parametrize("row,cut", [(6, "mid-source"), (40, "mid-source"), (40, "after the tab"),
+                                     (40, "before the line break")])
+def test_cache_file_cut_mid_line_is_regenerated_with_a_warning(tmp_path, caplog, row, cut):
+    load_or_generate_listops(tmp_path, **CACHE_KW)
+    path = listops_cache_path(tmp_path, **CACHE_KW) / "basic_train.tsv"
+    original = path.read_bytes()
+    lines = original.split(b"\r\n")  # csv.writer ends every line with \r\n: header, 40 rows, ""
+    assert len(lines) == 1 + 40 + 1 and lines[-1] == b""
+    start = sum(len(line) + 2 for line in lines[:row])  # first byte of sample `row` (1-based)
+    source, label = lines[row].split(b"\t")
+    offset = start + {"mid-source": len(source) // 2, "after the tab": len(source) + 1,
+                      "before the line break": len(lines[row])}[cut]
+    path.write_bytes(original[:offset])
+    caplog.set_level(logging.WARNING, logger="longdoc.data")
+
+    splits = load_or_generate_listops(tmp_path, **CACHE_KW)
+
+    assert path.read_bytes() == original  # regenerated byte for byte (same seed)
+    expected = [(src.decode(), int(y)) for src, y in (line.split(b"\t") for line in lines[1:-1])]
+    assert splits["train"] == expected and len(expected) == 40
+    assert all(y == lra_to_value(parse_lra(src)) for src, y in splits["train"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(str(path) in m and "regenerating" in m for m in warnings), warnings
 
 
 def test_cache_folder_name_encodes_parameters(tmp_path):

@@ -154,6 +154,45 @@ def test_errors(tmp_path):
         TextClassificationDataModule(train_file=str(other), test_file=str(test)).setup()
 
 
+def _error(tmp_path, **files):
+    """The ValueError of prepare_data (what Lightning runs before any training step) with ``files``."""
+    kw = {"test_file": str(write_table(tmp_path / "test.csv", TOPIC_TEST)), **{k: str(v) for k, v in files.items()}}
+    dm = TextClassificationDataModule(**kw)
+    with pytest.raises(ValueError) as err:
+        dm.prepare_data()
+    with pytest.raises(ValueError):
+        dm.setup()
+    return str(err.value)
+
+
+def test_empty_csv_names_the_file_and_key(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    msg = _error(tmp_path, train_file=empty)
+    assert str(empty) in msg and "empty" in msg and "data.train_file" in msg
+    header_only = tmp_path / "header_only.csv"
+    header_only.write_text("text,label\n")
+    msg = _error(tmp_path, train_file=write_table(tmp_path / "train.csv", TOPIC_DOCS), validation_file=header_only)
+    assert str(header_only) in msg and "no samples" in msg and "data.validation_file" in msg
+
+
+def test_single_class_csv_names_the_file_and_label_key(tmp_path):
+    one_class = write_table(tmp_path / "one_class.csv", [(t, "sports") for t, _ in TOPIC_DOCS])
+    msg = _error(tmp_path, train_file=one_class)
+    assert str(one_class) in msg and "'sports'" in msg and f"all {len(TOPIC_DOCS)} training samples" in msg
+    assert "data.label_key" in msg and "data.train_file" in msg
+
+
+def test_non_utf8_csv_names_the_file_line_and_key(tmp_path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("text,label\nA caf\u00e9 review,food\nA match,sports\n".encode("latin-1"))
+    msg = _error(tmp_path, train_file=latin1)
+    # "text,label\n" is 11 bytes and "A caf" 5 more: the 0xE9 of the Latin-1 "é" is byte 16, on line 2
+    assert str(latin1) in msg and "not UTF-8" in msg and "line 2, byte 16" in msg and "data.train_file" in msg
+    msg = _error(tmp_path, train_file=write_table(tmp_path / "train.csv", TOPIC_DOCS), test_file=latin1)
+    assert str(latin1) in msg and "data.test_file" in msg
+
+
 def test_config_instantiates(compose_cfg, tmp_path, data_dir):
     train = write_table(tmp_path / "train.csv", TOPIC_DOCS)
     test = write_table(tmp_path / "test.csv", TOPIC_TEST)

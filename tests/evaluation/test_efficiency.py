@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from longdoc.evaluate import evaluate
-from longdoc.evaluation import harness as H
+from longdoc.evaluation import output, runner
 from longdoc.evaluation.efficiency import EfficiencySettings, add_ratios, efficiency_markdown, efficiency_tables
 
 TINY = '["model.d_model=32","model.n_heads=2","model.d_ff=64","model.depth=1"]'
@@ -46,14 +46,14 @@ def test_failed_configurations_are_reported_not_raised():
     assert header == ["Attention", "N=64", "N=128"]
     assert speed == [["Transformer (full)", "10 (1.00x)", "timeout"], ["Reformer (lsh)", "5 (0.50x)", "oom"]]
     assert mem[1] == ["Reformer (lsh)", "50 (0.50x)", "oom"]
-    md = efficiency_markdown(rows, EfficiencySettings(lengths=[64, 128]), H.machine_info("cpu", "fp32"))
+    md = efficiency_markdown(rows, EfficiencySettings(lengths=[64, 128]), output.machine_info("cpu", "fp32"))
     assert "full N=128: timeout -- killed after 5 s" in md
 
 
 def test_worker_timeout_is_a_status():
-    res = H.run_config(["-c", "import time; time.sleep(30)"], {}, timeout=0.5)
+    res = runner.run_config(["-c", "import time; time.sleep(30)"], {}, timeout=0.5)
     assert res["status"] == "timeout" and res["wall_s"] < 10
-    res = H.run_config(["-c", "raise SystemExit(3)"], {}, timeout=30)
+    res = runner.run_config(["-c", "raise SystemExit(3)"], {}, timeout=30)
     assert res["status"] == "error" and "exit code 3" in res["note"]
 
 

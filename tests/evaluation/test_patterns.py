@@ -1,78 +1,15 @@
-"""mode=attention_pattern: attended pairs from the kernels' own code agree with independent dense rebuilds,
-and the probabilities measured through the kernels are non-zero exactly on those pairs."""
+"""mode=attention_pattern: the pairs captured from a real forward pass agree with an independent dense rebuild,
+and the probabilities measured through the kernels are non-zero exactly on those pairs (the pair rules of the
+attention modules themselves: tests/attention/test_attended_pairs.py)."""
 
 import pytest
 import torch
 
-from longdoc.attention import lsh_attention
 from longdoc.evaluate import evaluate
-from longdoc.evaluation.patterns import (
-    attention_pattern,
-    full_pairs,
-    local_global_pairs,
-    lsh_pairs,
-    synthetic_input,
-)
+from longdoc.evaluation.patterns import attention_pattern, synthetic_input
 from longdoc.models import Encoder
 from longdoc.train import train
-from tests.reference import lsh_round_masks
-
-
-def _local_global_loops(real, glob, w, d=1, causal=False):
-    """Dense reference written from the rule in plain Python loops (Beltagy et al. 2020, section 3.1)."""
-    b, n = real.shape
-    out = torch.zeros(b, n, n, dtype=torch.bool)
-    for bi in range(b):
-        for i in range(n):
-            if not real[bi, i]:
-                continue  # padding queries: outputs unused
-            gi = bool(glob[bi, i])
-            for j in range(n):
-                if not real[bi, j] or (causal and j > i):
-                    continue
-                window = abs(i - j) <= w * d and (i - j) % d == 0
-                out[bi, i, j] = gi or bool(glob[bi, j]) or window
-    return out
-
-
-def _masks(b, n, seed):
-    g = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(n // 2, n + 1, (b,), generator=g)
-    real = torch.arange(n)[None, :] < lengths[:, None]
-    glob = torch.zeros(b, n, dtype=torch.bool)
-    glob[:, 0] = True
-    glob[0, n - 1] = True  # a global flag on a padding position is ignored
-    glob[1, 5] = True
-    return real, glob
-
-
-@pytest.mark.parametrize("w,d,causal", [(3, 1, False), (2, 3, False), (4, 2, True)])
-def test_local_global_pairs_equal_the_rule(w, d, causal):
-    real, glob = _masks(2, 40, seed=w + d)
-    got = local_global_pairs(real, glob, attention_window=w, attention_dilation=d, causal=causal)
-    assert torch.equal(got, _local_global_loops(real, glob, w, d, causal))
-
-
-def test_full_pairs_are_the_padding_outer_product():
-    real, _ = _masks(2, 17, seed=0)
-    assert torch.equal(full_pairs(real), real[:, :, None] & real[:, None, :])
-    assert torch.equal(full_pairs(real, causal=True), (real[:, :, None] & real[:, None, :]).tril())
-
-
-@pytest.mark.parametrize("opts", [{}, {"n_chunks_before": 0, "n_chunks_after": 1}, {"causal": True},
-                                  {"attend_across_buckets": False, "n_chunks_before": 2}])
-def test_lsh_pairs_equal_an_independent_rebuild_from_the_buckets(opts):
-    b, h, n, dh, bs = 2, 2, 45, 8, 8  # n not a multiple of the bucket size: a padded tail
-    real, _ = _masks(b, n, seed=1)
-    qk, v = torch.randn(b, h, n, dh), torch.randn(b, h, n, dh)
-    _, buckets = lsh_attention(qk, v, n_hashes=3, bucket_size=bs, padding_mask=real, seed=7, return_buckets=True,
-                               **opts)
-    got = lsh_pairs(buckets, bucket_size=bs, n=n, padding_mask=real, **opts)
-    ref = lsh_round_masks(buckets, n, bs, real.tolist(), before=opts.get("n_chunks_before", 1),
-                          after=opts.get("n_chunks_after", 0), causal=opts.get("causal", False),
-                          across=opts.get("attend_across_buckets", True))
-    ref = ref.permute(1, 2, 0, 3, 4) & real[:, None, None, :, None]  # (B, H, R, n, n); padding queries: none
-    assert torch.equal(got, ref)
+from tests.attention.test_attended_pairs import local_global_rule_loops
 
 
 ATTN = {"local_global": {"name": "local_global", "attention_window": 4, "attention_dilation": 2,
@@ -97,7 +34,7 @@ def test_captured_pairs_match_the_kernel_probabilities(name):
         assert torch.equal(p.probs > 0, p.pairs)  # the kernel attends exactly the pairs, no more, no less
         assert not p.pairs[..., ~rows_real, :].any() and not p.pairs[..., ~rows_real].any()
         if name == "local_global":
-            assert torch.equal(p.pairs[0, 0], _local_global_loops(real, glob, 4, 2)[0])
+            assert torch.equal(p.pairs[0, 0], local_global_rule_loops(real, glob, 4, 2)[0])
         if name == "lsh":
             assert p.rounds.max() <= 2 and p.rounds[0, 0].diagonal()[rows_real].sum() < rows_real.sum()
 

@@ -9,7 +9,8 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from longdoc.config import ConfigError, validate_config
+from longdoc.config import ConfigError
+from longdoc.train import validate_config
 from longdoc.optim import OptimizerInBackward
 from longdoc.models import Encoder
 

@@ -125,7 +125,7 @@ def test_kill_9_resumes_from_the_periodic_checkpoint_exactly(tmp_path, data_dir,
 def test_sampler_skips_exactly_the_batches_already_trained():
     import numpy as np
 
-    from longdoc.data.datamodule import LengthBucketBatchSampler
+    from longdoc.data import LengthBucketBatchSampler
 
     lengths = np.random.default_rng(0).integers(5, 50, size=100)
     sampler = LengthBucketBatchSampler(lengths, 8, seed=3)

@@ -62,7 +62,7 @@ def test_tied_and_untied_heads():
                                       position={"name": "none"}, pooling="cls", interaction="nli"),
                            num_classes=256, vocab_size=256, max_seq_len=N, task="lm")  # classifier-only keys ignored
     assert isinstance(module.net, CausalLM) and module.hparams.task == "lm"
-    assert type(LongDocModule(**module.hparams).net) is CausalLM  # what evaluate.py's load_module does
+    assert type(LongDocModule(**module.hparams).net) is CausalLM  # what longdoc.evaluation.checkpoint.load_module does
 
 
 def test_next_token_loss_float32_over_targets_only():

@@ -1,8 +1,10 @@
-"""Pieces shared by every attention module: argument checks, masks, head split/merge, projections."""
+"""Pieces shared by every attention module: argument checks, masks, head split/merge, projections, and the
+introspection interface (``attended_pairs``, ``values_map``, ``attention_probabilities``)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -65,9 +67,12 @@ def softmax_scale(head_dim: int) -> float:
 
 
 class MultiHeadProjection(nn.Module):
-    """Input and output projections shared by the attention modules.
+    """Input and output projections shared by the attention modules (their base class).
 
-    Splits (B, N, D) hidden states into ``n_heads`` heads of size D / n_heads and merges them back.
+    Splits (B, N, D) hidden states into ``n_heads`` heads of size D / n_heads and merges them back. Subclasses
+    implement ``forward`` and the introspection methods :meth:`attended_pairs` (which keys each query attends,
+    from the kernel's own masking rule) and :meth:`values_map` (the kernel as a function of the values), on which
+    :meth:`attention_probabilities` is built.
 
     Args:
         d_model: model width D.
@@ -95,11 +100,33 @@ class MultiHeadProjection(nn.Module):
         self.in_proj = nn.Linear(d_model, n_inputs * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def project(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(B, N, D) -> tuple of (B, H, N, Dh) tensors, one per projected input."""
+    def project_fused(self, hidden: torch.Tensor, *, linear: nn.Linear | None = None,
+                      parts: slice | None = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, P, H, Dh): the projected inputs of one matmul, a view of its (B, N, P * D) output.
+
+        Args:
+            hidden: (B, N, D) hidden states (any float dtype; autocast applies).
+            linear: a ``D -> n_inputs * D`` projection laid out like ``in_proj`` (default ``in_proj``), e.g.
+                Longformer's separate global projection.
+            parts: which of the projected inputs to compute, e.g. ``slice(1, 3)`` for k and v only (default all);
+                only those rows of the weight are multiplied.
+        """
+        linear = self.in_proj if linear is None else linear
         b, n, _ = hidden.shape
-        x = self.in_proj(hidden).view(b, n, -1, self.n_heads, self.head_dim)
-        return tuple(x[:, :, i].transpose(1, 2) for i in range(x.shape[2]))
+        if parts is None:
+            x = linear(hidden)
+        else:
+            rows = slice(parts.start * self.d_model, parts.stop * self.d_model)
+            x = F.linear(hidden, linear.weight[rows], None if linear.bias is None else linear.bias[rows])
+        return x.view(b, n, -1, self.n_heads, self.head_dim)
+
+    def project(self, hidden: torch.Tensor, *, linear: nn.Linear | None = None,
+                parts: slice | None = None) -> tuple[torch.Tensor, ...]:
+        """(B, N, D) -> tuple of (B, H, N, Dh) views, one per projected input (see :meth:`project_fused`).
+
+        The inputs are split with ``unbind``, whose backward is one ``stack`` (not one zero-filled tensor per input).
+        """
+        return tuple(x.transpose(1, 2) for x in self.project_fused(hidden, linear=linear, parts=parts).unbind(2))
 
     def merge(self, out: torch.Tensor) -> torch.Tensor:
         """(B, H, N, Dh) -> (B, N, D) through the output projection."""
@@ -109,6 +136,49 @@ class MultiHeadProjection(nn.Module):
     @property
     def attn_dropout(self) -> float:
         return self.dropout if self.training else 0.0
+
+    # -- introspection: implemented by each attention module ----------------------------------------
+    def attended_pairs(self, padding_mask: torch.Tensor | None = None,
+                       global_attention_mask: torch.Tensor | None = None, *, seq_len: int | None = None,
+                       **kwargs) -> torch.Tensor:
+        """Which keys each query attends: (B, H, N, N) bool, row = query, column = key (see the subclasses)."""
+        raise NotImplementedError(f"{type(self).__name__} does not define attended_pairs")
+
+    def values_map(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                   global_attention_mask: torch.Tensor | None = None, **kwargs) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The layer's attention on ``hidden`` as a function of the values: ``f(v (B, H, N, Dh)) -> P @ v``
+        (B, H, N, Dh), with the queries and keys this layer projects from ``hidden`` and no dropout."""
+        raise NotImplementedError(f"{type(self).__name__} does not define values_map")
+
+    def attention_probabilities(self, hidden: torch.Tensor, padding_mask: torch.Tensor | None = None,
+                                global_attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """The attention probabilities ``P`` of this layer on ``hidden``: (B, H, N, N) float32, rows = queries.
+
+        Measured through the layer's own kernel (:meth:`values_map`): its output is ``P @ V``, so the values
+        ``V[..., j, c] = 1`` for ``j = j0 + c`` read the columns ``j0 .. j0 + Dh - 1``; ``ceil(N / Dh)`` kernel
+        calls without gradients. The values are float32 (float64 for a float64 ``hidden``). Rows of padding
+        queries are zero. ``kwargs`` go to :meth:`values_map` (LSH: ``buckets``).
+
+        Args:
+            hidden: (B, N, D) float, the layer's input. padding_mask / global_attention_mask: (B, N) bool or None.
+
+        Raises:
+            ValueError: the errors of the layer's kernel (mask shapes and dtypes; LSH: no buckets).
+        """
+        b, n, _ = hidden.shape
+        h, dh = self.n_heads, self.head_dim
+        dtype = hidden.dtype if hidden.dtype in (torch.float32, torch.float64) else torch.float32
+        probs = torch.zeros(b, h, n, n, dtype=torch.float32, device=hidden.device)
+        with torch.no_grad():
+            f = self.values_map(hidden, padding_mask, global_attention_mask, **kwargs)
+            for j0 in range(0, n, dh):
+                w = min(dh, n - j0)
+                v = torch.zeros(b, h, n, dh, dtype=dtype, device=hidden.device)
+                v[:, :, torch.arange(j0, j0 + w), torch.arange(w)] = 1.0
+                probs[..., j0:j0 + w] = f(v)[..., :w].float()
+        if padding_mask is not None:
+            probs *= padding_mask[:, None, :, None]
+        return probs
 
     def extra_repr(self) -> str:
         return f"d_model={self.d_model}, n_heads={self.n_heads}, dropout={self.dropout}"

@@ -12,6 +12,31 @@ import torch.nn.functional as F
 from ._common import MultiHeadProjection, check_mask, check_qkv
 
 
+def full_pairs(padding_mask: torch.Tensor | None, n: int | None = None, *, causal: bool = False) -> torch.Tensor:
+    """Which keys each query attends in :func:`full_attention`: real query ``i`` attends real key ``j`` (and
+    ``j <= i`` when ``causal``).
+
+    Args:
+        padding_mask: (B, N) bool, True for real tokens, or None (then ``n`` gives N and B = 1).
+        n: sequence length N when ``padding_mask`` is None.
+
+    Returns:
+        (B, N, N) bool, row = query, column = key; rows of padding queries are False.
+
+    Raises:
+        ValueError: neither ``padding_mask`` nor ``n`` given.
+    """
+    if padding_mask is None:
+        if n is None:
+            raise ValueError("full_pairs needs padding_mask or n")
+        padding_mask = torch.ones(1, n, dtype=torch.bool)
+    real = padding_mask.bool()
+    out = real[:, :, None] & real[:, None, :]
+    if causal:
+        out &= torch.ones(out.shape[-1], out.shape[-1], dtype=torch.bool, device=out.device).tril()
+    return out
+
+
 def full_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -75,3 +100,26 @@ class FullAttention(MultiHeadProjection):
         q, k, v = self.project(hidden)
         out = full_attention(q, k, v, padding_mask, causal=self.causal, dropout_p=self.attn_dropout)
         return self.merge(out)
+
+    def attended_pairs(self, padding_mask=None, global_attention_mask=None, *, seq_len=None):
+        """Which keys each query attends: every real key (``j <= i`` when causal), :func:`full_pairs`.
+
+        Args:
+            padding_mask: (B, N) bool or None (then ``seq_len`` gives N and B = 1). global_attention_mask: ignored.
+
+        Returns:
+            (B, H, N, N) bool, a view expanded over the heads (the rule is the same for every head); rows of
+            padding queries are False.
+
+        Raises:
+            ValueError: neither ``padding_mask`` nor ``seq_len`` given.
+        """
+        pairs = full_pairs(padding_mask, seq_len, causal=self.causal)
+        b, n, _ = pairs.shape
+        return pairs[:, None].expand(b, self.n_heads, n, n)
+
+    def values_map(self, hidden, padding_mask=None, global_attention_mask=None):
+        """``f(v (B, H, N, Dh)) -> (B, H, N, Dh)``: :func:`full_attention` with this layer's q, k of ``hidden``
+        (B, N, D), no dropout."""
+        q, k, _ = self.project(hidden)
+        return lambda v: full_attention(q, k, v, padding_mask, causal=self.causal, dropout_p=0.0)

@@ -26,9 +26,11 @@ Two backends compute the same function:
   (2.13, CPU build) flex_attention has no CPU backward and its eager CPU path materialises the N x N
   scores, so "flex" on CPU raises and "auto" picks "blocked" there.
 
-Time and memory are O(N * (w + G)); no N x N tensor is formed. Forward + backward of one layer on 2 CPU
-cores (N=16K, d_model 256, 4 heads, w=128, one global token, fp32) takes about 0.3x the time and 0.4x the
-memory of HuggingFace's ``LongformerSelfAttention`` (``benchmarks/attention.py``).
+Time and memory are O(N * (w + G)); no N x N tensor is formed (benchmarks/README.md has the measured time
+and memory against HuggingFace's ``LongformerSelfAttention``).
+
+:func:`local_global_pairs` / :meth:`LocalGlobalAttention.attended_pairs` give the attended (query, key) pairs
+of the same rule as a dense boolean matrix (for pictures and checks).
 """
 
 from __future__ import annotations
@@ -740,6 +742,52 @@ def local_global_attention(
     return _attend(q, k, v, m, w=w, d=d, causal=causal, dropout_p=dropout_p, backend=backend, global_rows=rows)
 
 
+def local_global_pairs(padding_mask: torch.Tensor | None, global_attention_mask: torch.Tensor | None, *,
+                       attention_window: int, attention_dilation: int = 1, causal: bool = False,
+                       n: int | None = None) -> torch.Tensor:
+    """Which keys each query attends in :func:`local_global_attention`, from the kernel's own masking code.
+
+    Query ``i`` attends key ``j`` iff key ``j`` is real, ``j <= i`` if ``causal``, and ``i`` is global, or ``j``
+    is global, or ``|i - j| <= w * d`` with ``(i - j) % d == 0`` (w = ``attention_window``, d =
+    ``attention_dilation``; Beltagy et al. 2020, section 3.1). Padding tokens are never global. Evaluated on a
+    dense grid with the kernels' mask preparation and :func:`flex_mask_mod` (the ``mask_mod`` of the flex
+    backend; the blocked backend computes the same function); rows of global queries as the global pass does.
+
+    Args:
+        padding_mask / global_attention_mask: (B, N) bool or None (both None: ``n`` gives N and B = 1).
+        attention_window / attention_dilation / causal: as in :func:`local_global_attention`.
+        n: sequence length N when both masks are None.
+
+    Returns:
+        (B, N, N) bool, row = query, column = key; rows of padding queries are False. Memory O(B N^2).
+
+    Raises:
+        ValueError: non-positive window / dilation, masks of the wrong shape or dtype (the kernel's checks), or
+            no mask and no ``n``.
+    """
+    w = check_positive_int("attention.attention_window", attention_window)
+    d = check_positive_int("attention.attention_dilation", attention_dilation)
+    ref = padding_mask if padding_mask is not None else global_attention_mask
+    if ref is None:
+        if n is None:
+            raise ValueError("local_global_pairs needs padding_mask, global_attention_mask or n")
+        b, device = 1, torch.device("cpu")
+    else:
+        b, n, device = ref.shape[0], ref.shape[1], ref.device
+    m = _masks(b, n, device, padding_mask, global_attention_mask)
+    key_ok = m.real if m.glob is None else m.real & ~m.glob
+    mod = flex_mask_mod(key_ok, m.glob, w, d, causal)
+    idx = torch.arange(n, device=device)
+    out = mod(torch.arange(b, device=device)[:, None, None], 0, idx[None, :, None], idx[None, None, :])
+    out = out.expand(b, n, n).clone()
+    if m.glob is not None:  # global queries: every real key (earlier ones when causal), as _global_rows computes
+        rows = m.real[:, None, :].expand(b, n, n)
+        if causal:
+            rows = rows & (idx[None, None, :] <= idx[None, :, None])
+        out = torch.where(m.glob[:, :, None], rows, out)
+    return out & m.real[:, :, None]
+
+
 class LocalGlobalAttention(MultiHeadProjection):
     """Multi-head Longformer attention on (B, N, D) hidden states (Beltagy et al. 2020, section 3.1).
 
@@ -784,24 +832,52 @@ class LocalGlobalAttention(MultiHeadProjection):
                 if bias:
                     self.in_proj_global.bias.copy_(self.in_proj.bias)
 
-    def forward(self, hidden, padding_mask=None, global_attention_mask=None):
-        b, n, _ = hidden.shape
-        h, dh = self.n_heads, self.head_dim
-        # unbind rather than MultiHeadProjection.project's select: its backward is one stack, not 3 zero-fills
-        q, k, v = (x.transpose(1, 2) for x in self.in_proj(hidden).view(b, n, 3, h, dh).unbind(2))
-        m = _masks(b, n, hidden.device, padding_mask, global_attention_mask)
+    def _inputs(self, hidden, padding_mask, global_attention_mask):
+        """q, k, v (B, H, N, Dh), the masks, and the global rows (q of the global tokens (B, H, G, Dh) from
+        ``in_proj_global``, k_g, v_g (B, H, N, Dh)) or None."""
+        q, k, v = self.project(hidden)
+        m = _masks(hidden.shape[0], hidden.shape[1], hidden.device, padding_mask, global_attention_mask)
         rows = None
         if self.in_proj_global is not None and m.glob is not None:
-            d_model = self.d_model
-            wgt, bias = self.in_proj_global.weight, self.in_proj_global.bias
-            h_g = torch.gather(hidden, 1, m.g_idx[:, :, None].expand(b, m.g_idx.shape[1], hidden.shape[-1]))
-            q_g = F.linear(h_g, wgt[:d_model], None if bias is None else bias[:d_model])  # global tokens only
-            kv_g = F.linear(hidden, wgt[d_model:], None if bias is None else bias[d_model:]).view(b, n, 2, h, dh)
-            k_g, v_g = (x.transpose(1, 2) for x in kv_g.unbind(2))
-            rows = (q_g.view(b, -1, h, dh).transpose(1, 2), k_g, v_g)
-        out = _attend(q, k, v, m, w=self.attention_window, d=self.attention_dilation, causal=self.causal,
-                      dropout_p=self.attn_dropout, backend=self.backend, global_rows=rows)
-        return self.merge(out)
+            h_g = torch.gather(hidden, 1, m.g_idx[:, :, None].expand(*m.g_idx.shape, hidden.shape[-1]))
+            (q_g,) = self.project(h_g, linear=self.in_proj_global, parts=slice(0, 1))  # global tokens only
+            k_g, v_g = self.project(hidden, linear=self.in_proj_global, parts=slice(1, 3))
+            rows = (q_g, k_g, v_g)
+        return q, k, v, m, rows
+
+    def _core(self, q, k, v, m, rows, dropout_p: float):
+        return _attend(q, k, v, m, w=self.attention_window, d=self.attention_dilation, causal=self.causal,
+                       dropout_p=dropout_p, backend=self.backend, global_rows=rows)
+
+    def forward(self, hidden, padding_mask=None, global_attention_mask=None):
+        q, k, v, m, rows = self._inputs(hidden, padding_mask, global_attention_mask)
+        return self.merge(self._core(q, k, v, m, rows, self.attn_dropout))
+
+    def attended_pairs(self, padding_mask=None, global_attention_mask=None, *, seq_len=None):
+        """Which keys each query attends, from the window / global rule this layer's kernels mask with
+        (:func:`local_global_pairs` with this layer's window, dilation and causality).
+
+        Args:
+            padding_mask / global_attention_mask: (B, N) bool or None (both None: ``seq_len`` gives N, B = 1).
+
+        Returns:
+            (B, H, N, N) bool, row = query, column = key: a view expanded over the heads (the rule is the same
+            for every head, also with separate global projections); rows of padding queries are False.
+
+        Raises:
+            ValueError: masks of the wrong shape or dtype; no mask and no ``seq_len``.
+        """
+        pairs = local_global_pairs(padding_mask, global_attention_mask, attention_window=self.attention_window,
+                                   attention_dilation=self.attention_dilation, causal=self.causal, n=seq_len)
+        b, n, _ = pairs.shape
+        return pairs[:, None].expand(b, self.n_heads, n, n)
+
+    def values_map(self, hidden, padding_mask=None, global_attention_mask=None):
+        """``f(v (B, H, N, Dh)) -> (B, H, N, Dh)``: this layer's kernel on ``hidden`` (B, N, D) with its own
+        projections (queries / keys, and the separate global ones) and ``v`` in place of the projected values
+        (also of the global rows), no dropout."""
+        q, k, _, m, rows = self._inputs(hidden, padding_mask, global_attention_mask)
+        return lambda v: self._core(q, k, v, m, None if rows is None else (rows[0], rows[1], v), 0.0)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", attention_window={self.attention_window}, causal={self.causal}, "

@@ -800,6 +800,66 @@ def _dup_counts(plan: _Plan, buckets, sorted_pos, undo_full, across: bool) -> _D
     return d
 
 
+# ------------------------------------------------------------------------------------------ attended pairs
+def lsh_pairs(buckets: torch.Tensor, *, bucket_size: int, n: int, padding_mask: torch.Tensor | None = None,
+              n_chunks_before: int = 1, n_chunks_after: int = 0, causal: bool = False,
+              attend_across_buckets: bool = True) -> torch.Tensor:
+    """Which keys each query attends in each hash round of :func:`lsh_attention`, from the kernel's own sort plan
+    and chunk masks on the given buckets.
+
+    In round ``r`` positions are sorted by (bucket, position) and cut into chunks of ``bucket_size``; a query
+    attends the keys of its chunk and of ``n_chunks_before`` previous / ``n_chunks_after`` next chunks of the
+    same round that pass the masks (real; ``j < i`` if ``causal``; same bucket unless ``attend_across_buckets``),
+    never itself unless it has no other target (Kitaev et al. 2020, section 2, "Shared-QK attention").
+    ``allow_duplicate_attention`` does not change the pairs (only their weights).
+
+    Args:
+        buckets: (B, H, R, N_pad) int buckets, as returned by ``lsh_attention(..., return_buckets=True)`` or kept
+            by :class:`LSHAttention` (``keep_buckets``); N_pad = N rounded up to a multiple of ``bucket_size``.
+        bucket_size / n_chunks_before / n_chunks_after / causal / attend_across_buckets: as in
+            :func:`lsh_attention`.
+        n: sequence length N.
+        padding_mask: (B, N) bool, True for real tokens, or None.
+
+    Returns:
+        (B, H, R, N, N) bool, row = query, column = key; rows of padding queries are False. Memory O(B H R N^2).
+
+    Raises:
+        ValueError: ``buckets`` not 4-D or its last dim not N rounded up to ``bucket_size``; bad options.
+    """
+    if buckets.dim() != 4:
+        raise ValueError(f"buckets must be (B, H, R, N_pad), got shape {tuple(buckets.shape)}")
+    b, h, r, n_pad = buckets.shape
+    bs = int(bucket_size)
+    if bs <= 0 or n_pad != -(-n // bs) * bs:
+        raise ValueError(f"buckets' last dim {n_pad} is not n={n} rounded up to bucket_size={bucket_size}")
+    before, after = _check_chunks("n_chunks_before", n_chunks_before), _check_chunks("n_chunks_after", n_chunks_after)
+    if padding_mask is not None and bool(padding_mask.all()):
+        padding_mask = None  # as the kernel does
+    plan = _make_plan(buckets.long(), padding_mask, None, b=b, h=h, n=n, dh=1, bs=bs, before=before, after=after,
+                      causal=causal, across=attend_across_buckets, dedup=False, dropout_p=0.0, acc=torch.float32,
+                      heads_last=False)
+    m_total, kk = plan.m, plan.k
+    dev = buckets.device
+    buf = torch.empty(m_total, bs, kk * bs, dtype=torch.bool, device=dev)
+    tmp = torch.empty_like(buf)
+    allowed = ~_disallowed(plan, 0, m_total, buf, tmp).expand(m_total, bs, kk * bs)
+    diag = allowed[:, :, before * bs:(before + 1) * bs].diagonal(dim1=1, dim2=2)
+    diag.fill_(False)  # never itself ...
+    diag.copy_(~allowed.any(dim=-1))  # ... unless it has no other target
+    slots = m_total * bs
+    pos = plan.posidx % n_pad  # slot -> position (plan.posidx = (head, round) offset + position)
+    q_slot = torch.arange(slots, device=dev).view(m_total, bs)
+    k_slot = ((torch.arange(m_total, device=dev)[:, None] - before) * bs
+              + torch.arange(kk * bs, device=dev)[None, :]).clamp_(0, slots - 1)  # out-of-round slots are masked
+    mi, ai, ci = allowed.nonzero(as_tuple=True)
+    qs = q_slot[mi, ai]
+    out = torch.zeros(b * h * r, n_pad, n_pad, dtype=torch.bool, device=dev)
+    out[qs // n_pad, pos[qs], pos[k_slot[mi, ci]]] = True
+    out = out.view(b, h, r, n_pad, n_pad)[..., :n, :n]
+    return out.contiguous() if padding_mask is None else out & padding_mask[:, None, None, :, None]
+
+
 # ------------------------------------------------------------------------------------------------ module
 def _compact_buckets(buckets: torch.Tensor) -> torch.Tensor:
     """The same bucket ids in the narrowest of int16 / int32 / int64 that holds them."""
@@ -831,6 +891,10 @@ class LSHAttention(MultiHeadProjection):
     also when buckets are replayed (plus the attention-dropout draws when dropout is on), so dropout
     replays exactly in reversible layers.
 
+    Introspection: with ``keep_buckets = True`` every forward stores the (B, H, n_hashes, N_pad) int64 buckets it
+    used in ``last_buckets``; :meth:`attended_pairs`, :meth:`values_map` and :meth:`attention_probabilities`
+    replay them (or buckets passed explicitly).
+
     Raises:
         ValueError: non-positive ``n_hashes`` / ``bucket_size``, odd ``n_buckets`` (or factor), negative
             ``n_chunks_before`` / ``n_chunks_after``, ``n_heads`` not dividing ``d_model``.
@@ -856,10 +920,12 @@ class LSHAttention(MultiHeadProjection):
         # reversible layers: "record" keeps the buckets of a forward pass, "replay" reuses them (LIFO)
         self.bucket_mode: str | None = None
         self._saved_buckets: list[torch.Tensor] = []
+        # introspection: with keep_buckets, every forward stores the buckets it used in last_buckets
+        self.keep_buckets: bool = False
+        self.last_buckets: torch.Tensor | None = None
 
     def forward(self, hidden, padding_mask=None, global_attention_mask=None):
-        b, n, _ = hidden.shape
-        qkv = self.in_proj(hidden).view(b, n, 2, self.n_heads, self.head_dim)  # = self.project, fused
+        qkv = self.project_fused(hidden)  # (B, N, 2, H, Dh): the kernel reads it in (batch, position, head) order
         qk, v = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
         # One draw from torch's global RNG per call seeds the rotations: the RNG is consumed the same way
         # whether buckets are hashed or replayed, so dropout after this layer replays exactly.
@@ -880,7 +946,62 @@ class LSHAttention(MultiHeadProjection):
             # 32767 buckets) is a quarter (half) of int64: 128 KiB instead of 512 KiB per layer at N=8192,
             # 4 heads, 2 hashes
             self._saved_buckets.append(_compact_buckets(buckets))
+        if self.keep_buckets:
+            self.last_buckets = buckets
         return self.merge(out)
+
+    def _buckets(self, buckets: torch.Tensor | None) -> torch.Tensor:
+        if buckets is None:
+            buckets = self.last_buckets
+        if buckets is None:
+            raise ValueError("LSHAttention: no buckets given and none kept: pass buckets=(B, H, n_hashes, N_pad), or "
+                             "set keep_buckets=True before the forward pass whose buckets to use")
+        return buckets
+
+    def attended_pairs(self, padding_mask=None, global_attention_mask=None, *, seq_len=None, buckets=None,
+                       per_round=False):
+        """Which keys each query attends, from the buckets the layer used: its sort plan and chunk masks
+        (:func:`lsh_pairs` with this layer's bucket size, neighbouring chunks, causality and bucket masking).
+
+        Args:
+            padding_mask: (B, N) bool or None (then ``seq_len`` gives N). global_attention_mask: ignored.
+            seq_len: N when ``padding_mask`` is None.
+            buckets: (B, H, n_hashes, N_pad) int; default :attr:`last_buckets` (kept by the last forward pass
+                run with ``keep_buckets = True``).
+            per_round: return every hash round separately.
+
+        Returns:
+            (B, H, N, N) bool (attended in at least one round), or with ``per_round`` (B, H, R, N, N) bool;
+            row = query, column = key; rows of padding queries are False.
+
+        Raises:
+            ValueError: no buckets given or kept; neither ``padding_mask`` nor ``seq_len``; buckets of the wrong
+                shape.
+        """
+        buckets = self._buckets(buckets)
+        n = padding_mask.shape[1] if padding_mask is not None else seq_len
+        if n is None:
+            raise ValueError("LSHAttention.attended_pairs needs padding_mask or seq_len")
+        pairs = lsh_pairs(buckets, bucket_size=self.bucket_size, n=int(n), padding_mask=padding_mask,
+                          n_chunks_before=self.n_chunks_before, n_chunks_after=self.n_chunks_after,
+                          causal=self.causal, attend_across_buckets=self.attend_across_buckets)
+        return pairs if per_round else pairs.any(dim=2)
+
+    def values_map(self, hidden, padding_mask=None, global_attention_mask=None, *, buckets=None):
+        """``f(v (B, H, N, Dh)) -> (B, H, N, Dh)``: :func:`lsh_attention` with this layer's shared query/key of
+        ``hidden`` (B, N, D) and settings, replaying ``buckets`` (default :attr:`last_buckets`), no dropout.
+
+        Raises:
+            ValueError: no buckets given or kept.
+        """
+        buckets = self._buckets(buckets)
+        qk, _ = self.project(hidden)
+        return lambda v: lsh_attention(
+            qk, v, n_hashes=self.n_hashes, bucket_size=self.bucket_size, padding_mask=padding_mask,
+            buckets=buckets.long(), causal=self.causal, dropout_p=0.0,
+            attend_across_buckets=self.attend_across_buckets,
+            allow_duplicate_attention=self.allow_duplicate_attention, n_chunks_before=self.n_chunks_before,
+            n_chunks_after=self.n_chunks_after)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", n_hashes={self.n_hashes}, bucket_size={self.bucket_size}, "

@@ -1,10 +1,13 @@
-"""Shared machinery of every longdoc data module: datasets, collation, sampling, resumable state.
+"""Shared machinery of every longdoc data module: datasets, collation, resumable state, file helpers.
 
 :class:`LongDocDataModule` owns what all data modules have in common (length-bucketed batch sampling
-with :class:`~longdoc.data.datamodule.LengthBucketBatchSampler`, padding a list of samples into the
+with :class:`~longdoc.data.samplers.LengthBucketBatchSampler`, padding a list of samples into the
 batch dict, resuming mid-epoch from a Lightning checkpoint, building the DataLoaders, the
-majority-class baseline and the per-split length / label logging). A concrete module only loads
-its splits (:meth:`LongDocDataModule._build_datasets`) and states its vocabulary and classes.
+majority-class baseline and the per-split length / label logging). A concrete module (one per
+dataset: ``listops.py``, ``lra_text.py``, ...) only loads its splits
+(:meth:`LongDocDataModule._build_datasets`) and states its vocabulary and classes. This module also
+defines the constants shared by all datasets (:data:`PAD_ID`, :data:`CLS_ID`, :data:`SPLITS`, ...) and
+the atomic file write (:func:`atomic_write`) used by every on-disk cache.
 
 Batch contract (dicts of tensors, ``N`` = longest sample in the batch, padding on the right):
 
@@ -28,9 +31,9 @@ token embedding. Our extra id ``1`` is that CLS, as a token.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import math
 import os
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -41,6 +44,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .samplers import LengthBucketBatchSampler, Repeat, padding_fraction
 
 logger = logging.getLogger("longdoc.data")
 
@@ -56,20 +61,19 @@ __all__ = [
     "PairedSequenceDataset",
     "ByteWindowDataset",
     "PaddingCollator",
-    "Repeat",
     "RepeatMarkingDataset",
-    "RandomWindowBatchSampler",
     "LongDocDataModule",
     "carve_validation",
     "load_hf_dataset",
     "read_table",
+    "atomic_write",
     "atomic_save_npy",
     "sha256_hex",
 ]
 
 #: ``<pad>`` id (all tasks).
 PAD_ID: int = 0
-#: ``<cls>`` id (byte / pixel tasks).
+#: ``<cls>`` id (all tasks that prepend one: byte / pixel tasks, ListOps, BPE text classification).
 CLS_ID: int = 1
 #: Byte / pixel value ``v`` is token id ``v + VALUE_OFFSET``.
 VALUE_OFFSET: int = 2
@@ -77,6 +81,7 @@ VALUE_OFFSET: int = 2
 BYTE_VOCAB_SIZE: int = 256 + VALUE_OFFSET
 #: Label of positions without a target (PyTorch ``cross_entropy``'s default ``ignore_index``).
 IGNORE_INDEX: int = -100
+#: The split names every data module provides, in order.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
@@ -222,7 +227,8 @@ class ByteWindowDataset(Dataset):
         consecutive: ``True`` (evaluation): item ``i`` is the window starting at ``i * seq_len``,
             non-overlapping, the last one possibly shorter; every byte but the first is a target
             exactly once. ``False`` (training): item ``s`` is the window starting at byte ``s``,
-            ``0 <= s < num_bytes - seq_len`` (indices come from :class:`RandomWindowBatchSampler`).
+            ``0 <= s < num_bytes - seq_len`` (indices come from
+            :class:`~longdoc.data.samplers.RandomWindowBatchSampler`).
 
     Attributes:
         lengths: (num_windows,) int64 input lengths (``consecutive`` only; ``None`` otherwise).
@@ -267,18 +273,11 @@ class ByteWindowDataset(Dataset):
 
 
 # ------------------------------------------------------------------------------------------------
-# Collation and sampling
+# Collation
 # ------------------------------------------------------------------------------------------------
-class Repeat(int):
-    """A dataset index that a distributed batch sampler repeats so that every rank gets the same number of batches
-    (DDP needs it). The sample is fetched as usual, but :class:`RepeatMarkingDataset` marks it and
-    :class:`PaddingCollator` gives it the label :data:`IGNORE_INDEX`, so no loss or metric counts it twice."""
-
-    __slots__ = ()
-
-
 class RepeatMarkingDataset(Dataset):
-    """View of ``dataset`` whose items fetched through a :class:`Repeat` index carry ``"repeat": True``.
+    """View of ``dataset`` whose items fetched through a :class:`~longdoc.data.samplers.Repeat` index
+    (a sample repeated to even out the ranks' batches) carry ``"repeat": True``.
     Other attributes (``lengths``, ``labels``, ...) are those of ``dataset``."""
 
     def __init__(self, dataset: Dataset):
@@ -321,9 +320,8 @@ class PaddingCollator:
     for each suffix ``input_ids<sfx>`` LongTensor (B, N) padded with ``pad_id``,
     ``padding_mask<sfx>`` BoolTensor (B, N), ``global_attention_mask<sfx>`` BoolTensor (B, N); then
     ``labels``: LongTensor (B,) for int labels, or (B, N) padded with :data:`IGNORE_INDEX`. Items with
-    ``"repeat": True`` (a :class:`Repeat` index under DDP) get :data:`IGNORE_INDEX` as every label.
-    With ``suffixes=("",)`` and int labels the batches equal those of
-    :class:`~longdoc.data.datamodule.ListOpsCollator`.
+    ``"repeat": True`` (a :class:`~longdoc.data.samplers.Repeat` index under DDP) get :data:`IGNORE_INDEX`
+    as every label.
 
     Raises:
         ValueError: on an empty list of items.
@@ -354,86 +352,6 @@ class PaddingCollator:
         if repeat.any():  # samples repeated to even out DDP shards: counted by no loss or metric
             out["labels"][repeat] = IGNORE_INDEX
         return out
-
-
-class RandomWindowBatchSampler(Sampler):
-    """Batches of random window starts for language-model training (seeded, new each epoch).
-
-    Each epoch draws ``num_batches * batch_size`` starts uniformly from ``[0, num_starts)`` with
-    ``np.random.default_rng([seed, epoch])`` and yields them in batches. Mirrors the interface of
-    :class:`~longdoc.data.datamodule.LengthBucketBatchSampler` that the data module relies on:
-    ``set_epoch`` (reached by Lightning through ``batch_sampler.sampler``), ``batches``,
-    ``skip_batches`` (mid-epoch resume), ``epoch``, distributed sharding (every rank draws the same
-    batches and keeps ``rank, rank + num_replicas, ...``).
-
-    Args:
-        num_starts: number of valid window starts (``len(ByteWindowDataset)``), > 0.
-        batch_size: windows per batch, > 0.
-        num_batches: batches per epoch (over all ranks), > 0.
-        seed: base seed. num_replicas, rank: sharding (default: ``torch.distributed``, else 1, 0).
-
-    Yields:
-        Lists of ``int`` window starts.
-
-    Raises:
-        ValueError: non-positive sizes, or ``rank`` outside ``[0, num_replicas)``.
-    """
-
-    def __init__(
-        self,
-        num_starts: int,
-        batch_size: int,
-        num_batches: int,
-        *,
-        seed: int = 0,
-        num_replicas: int | None = None,
-        rank: int | None = None,
-    ):
-        for name, value in (("num_starts", num_starts), ("batch_size", batch_size), ("num_batches", num_batches)):
-            if value <= 0:
-                raise ValueError(f"{name} must be > 0, got {value}")
-        if num_replicas is None or rank is None:
-            dist_ok = torch.distributed.is_available() and torch.distributed.is_initialized()
-            if num_replicas is None:
-                num_replicas = torch.distributed.get_world_size() if dist_ok else 1
-            if rank is None:
-                rank = torch.distributed.get_rank() if dist_ok else 0
-        if not 0 <= rank < num_replicas:
-            raise ValueError(f"rank ({rank}) must be in [0, num_replicas={num_replicas})")
-        self.num_starts, self.batch_size, self.num_batches = int(num_starts), int(batch_size), int(num_batches)
-        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
-        self.epoch = 0
-        self.sampler = _listops_dm._EpochForwarder(self)
-        self._cache: tuple[int, list[list[int]]] | None = None
-        self._resume: tuple[int, int] | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch (re-seeds the draw)."""
-        self.epoch = int(epoch)
-
-    def batches(self) -> list[list[int]]:
-        """This rank's batches of the current epoch (cached per epoch)."""
-        if self._cache is None or self._cache[0] != self.epoch:
-            total = math.ceil(self.num_batches / self.num_replicas) * self.num_replicas
-            rng = np.random.default_rng([self.seed, self.epoch])
-            starts = rng.integers(0, self.num_starts, size=(total, self.batch_size))
-            self._cache = (self.epoch, starts[self.rank :: self.num_replicas].tolist())
-        return self._cache[1]
-
-    def skip_batches(self, epoch: int, n: int) -> None:
-        """Resume inside ``epoch``: its next iteration starts after the first ``n`` batches."""
-        self._resume = (int(epoch), int(n))
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self.batches()
-        resume, self._resume = self._resume, None
-        start = resume[1] if resume is not None and resume[0] == self.epoch else 0
-        if start:
-            logger.info("resuming epoch %d after its first %d of %d batches", self.epoch, start, len(batches))
-        yield from (list(b) for b in batches[start:])
-
-    def __len__(self) -> int:
-        return len(self.batches())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -479,43 +397,89 @@ def load_hf_dataset(name: str, config: str | None = None, *, key: str, hint: str
         ) from err
 
 
-def read_table(path: str | os.PathLike) -> dict[str, list[Any]]:
+def read_table(path: str | os.PathLike, *, key: str | None = None) -> dict[str, list[Any]]:
     """Read a CSV (``.csv``), TSV (``.tsv``), JSON-lines (``.jsonl``, ``.json``) or parquet
     (``.parquet``) file with a header / field names into ``{column: list of values}`` (pandas).
+    Text files are read as UTF-8.
+
+    Args:
+        path: the file.
+        key: the config key that names the file (e.g. ``data.train_file``); error messages name it.
+
+    Returns:
+        ``{column name: list of values}`` (no rows: empty lists).
 
     Raises:
         DataNotFoundError: the file does not exist.
-        ValueError: an unsupported extension.
+        ValueError: an unsupported extension, an empty file (no header row) or a text file that is not
+            valid UTF-8 (the message names the file, the line of the first bad byte and ``key``).
     """
     import pandas as pd
 
     path = Path(path)
+    fix = f"; set {key} to a file with a header row and one sample per row" if key else ""
     if not path.is_file():
-        raise DataNotFoundError(f"{path} does not exist")
+        raise DataNotFoundError(f"{path} does not exist" + (f"; set {key}" if key else ""))
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        df = pd.read_csv(path, keep_default_na=False)
-    elif suffix == ".tsv":
-        df = pd.read_csv(path, sep="\t", keep_default_na=False)
-    elif suffix in (".jsonl", ".json"):
+    try:
+        if suffix == ".csv":
+            df = pd.read_csv(path, keep_default_na=False)
+        elif suffix == ".tsv":
+            df = pd.read_csv(path, sep="\t", keep_default_na=False)
+        elif suffix in (".jsonl", ".json"):
+            try:
+                df = pd.read_json(path, lines=True)
+            except ValueError:
+                df = pd.read_json(path)
+        elif suffix in (".parquet", ".pq"):
+            df = pd.read_parquet(path)
+        else:
+            raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl/.json or .parquet")
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path} is empty (no header row){fix}") from None
+    except UnicodeDecodeError as pandas_err:
+        raw = path.read_bytes()
+        err = pandas_err
         try:
-            df = pd.read_json(path, lines=True)
-        except ValueError:
-            df = pd.read_json(path)
-    elif suffix in (".parquet", ".pq"):
-        df = pd.read_parquet(path)
-    else:
-        raise ValueError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .jsonl/.json or .parquet")
+            raw.decode("utf-8")
+        except UnicodeDecodeError as file_err:  # the offset in the file (pandas reports one in its buffer)
+            err = file_err
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise ValueError(
+            f"{path} is not UTF-8 text (line {line}, byte {err.start}: {err.reason}); re-encode it as UTF-8 "
+            "(e.g. iconv -f latin1 -t utf-8)" + (f" or set {key} to a UTF-8 file" if key else "")
+        ) from None
     return {str(c): df[c].tolist() for c in df.columns}
 
 
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """``np.save`` to a temporary file, then rename (safe against concurrent readers)."""
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path beside ``path``, then rename it onto ``path``.
+
+    The caller writes the whole file to the yielded path (``.<name>.<pid>.tmp`` in the same folder,
+    which is created if needed); when the ``with`` block ends without an exception the file is moved
+    onto ``path`` with ``os.replace``, so readers (other processes included) see either the old file
+    or the complete new one, never a partial file. On an exception the temporary file is removed
+    and the exception propagates.
+
+    Raises:
+        OSError: the folder cannot be created or the rename fails.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """``np.save(array)`` to ``path`` through :func:`atomic_write` (readers never see a partial file)."""
+    with atomic_write(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, array)
-    os.replace(tmp, path)
 
 
 def sha256_hex(*chunks: bytes) -> str:
@@ -718,7 +682,7 @@ class LongDocDataModule(pl.LightningDataModule):
             self.batch_size,
             self.max_tokens_per_batch,
             self.bucket_by_length,
-            _listops_dm.padding_fraction(sampler.batches(), self.datasets["train"].lengths),
+            padding_fraction(sampler.batches(), self.datasets["train"].lengths),
         )
 
     # ----------------------------------------------------------------------------- loaders
@@ -730,7 +694,7 @@ class LongDocDataModule(pl.LightningDataModule):
         """Batch sampler of ``split``: shuffled length buckets for train, sorted batches otherwise."""
         if not self.datasets:
             raise RuntimeError("call setup() before requesting dataloaders")
-        return _listops_dm.LengthBucketBatchSampler(
+        return LengthBucketBatchSampler(
             self.datasets[split].lengths,
             self.batch_size,
             max_tokens_per_batch=self.max_tokens_per_batch,
@@ -790,9 +754,3 @@ class LongDocDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test loader: deterministic batches (length-sorted when bucketing)."""
         return self._dataloader("test")
-
-
-# The sampler lives in datamodule.py (with ListOps). Imported last and used through the module at
-# call time, so that datamodule.py may import this module (ListOpsDataModule subclassing
-# LongDocDataModule) whichever of the two is imported first.
-from . import datamodule as _listops_dm  # noqa: E402

@@ -23,7 +23,7 @@ standard benchmark.
 
 Samples: ``input_ids`` are raw bytes (ids 0..255, vocabulary 256), ``labels`` the next byte.
 Training draws random windows of ``seq_len + 1`` bytes (seeded, new each epoch,
-:class:`~longdoc.data.base.RandomWindowBatchSampler`); validation and test use consecutive
+:class:`~longdoc.data.samplers.RandomWindowBatchSampler`); validation and test use consecutive
 non-overlapping windows (every byte but a split's first is predicted exactly once).
 """
 
@@ -46,9 +46,9 @@ from .base import (
     DataNotFoundError,
     LongDocDataModule,
     PaddingCollator,
-    RandomWindowBatchSampler,
     load_hf_dataset,
 )
+from .samplers import RandomWindowBatchSampler
 
 logger = logging.getLogger("longdoc.data")
 

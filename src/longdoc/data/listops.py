@@ -1,4 +1,4 @@
-"""Long Range Arena's ListOps task: generator, evaluator, tokeniser, TSV I/O and on-disk cache.
+"""Long Range Arena's ListOps task: generator, evaluator, tokeniser, TSV I/O, on-disk cache and its data module.
 
 ListOps (Nangia & Bowman, 2018) is a classification task over nested list operations, e.g.
 ``[MAX 4 3 [MIN 2 3 ] 1 0 [MED 1 5 8 9 2 ] ]`` evaluates to ``5``. The Long Range Arena benchmark
@@ -7,15 +7,20 @@ uses a longer variant with sequences of up to 2K tokens, operators ``MIN``, ``MA
 (median) and ``SM`` (sum modulo 10), ten classes (the values 0-9).
 
 This module re-implements, in our own code, the generator of LRA's
-``lra_benchmarks/data/listops.py`` (``generate_tree`` / ``to_string`` / ``to_value`` and the
-rejection-sampling loop in ``main``) and the tokenisation of LRA's
-``lra_benchmarks/listops/input_pipeline.py`` (``]`` is renamed to ``X``, parentheses are deleted,
-then whitespace tokenisation). LRA's length of a sequence is the number of tokens that remain after
-removing the parentheses, which is what :func:`generate_tree` returns and what
+``lra_benchmarks/data/listops.py`` (its ``generate_tree`` / ``to_string`` / ``to_value`` and the
+rejection-sampling loop in ``main``: :func:`sample_listops`, :func:`generate_listops_splits`) and the
+tokenisation of LRA's ``lra_benchmarks/listops/input_pipeline.py`` (``]`` is renamed to ``X``,
+parentheses are deleted, then whitespace tokenisation). LRA's length of a sequence is the number of
+tokens that remain after removing the parentheses, which is what the generator counts and what
 :func:`tokenize_listops` produces.
 
 Trees use LRA's nested-tuple representation: an operator node with operator ``op`` and children
 ``v0 .. vk`` is ``((((op, v0), v1), ...), vk), END)``; a leaf is a Python ``int`` in 0..9.
+
+:class:`ListOpsDataModule` serves the three splits (LRA's released files or generated and cached
+ones) as length-bucketed, dynamically padded batches. Unlike LRA (which pads every batch to a fixed
+``max_length``), batches are padded only to their longest sample and samples of similar length are
+batched together (length bucketing), which keeps padding small.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Union
+
+import numpy as np
+
+from .base import CLS_ID, SPLITS, LongDocDataModule, TokenSequenceDataset, atomic_write
 
 logger = logging.getLogger("longdoc.data")
 
@@ -46,18 +55,15 @@ __all__ = [
     "LISTOPS_TOKENS",
     "VOCAB",
     "TOKEN_TO_ID",
-    "PAD_ID",
-    "CLS_ID",
     "UNK_ID",
     "VOCAB_SIZE",
     "NUM_CLASSES",
-    "SPLITS",
     "LRA_RELEASE_HINT",
-    "generate_tree",
     "to_string",
     "to_value",
     "evaluate_source",
     "max_tree_length",
+    "make_bounded_generator",
     "sample_listops",
     "generate_listops_splits",
     "tokenize_listops",
@@ -67,6 +73,7 @@ __all__ = [
     "listops_cache_path",
     "load_or_generate_listops",
     "load_listops_from_path",
+    "ListOpsDataModule",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -87,17 +94,16 @@ VALUE_P = 0.25
 # --------------------------------------------------------------------------------------------
 # Vocabulary (LRA lra_benchmarks/listops/input_pipeline.py tokenisation)
 # --------------------------------------------------------------------------------------------
+#: Special tokens; ``<pad>`` and ``<cls>`` have the shared ids :data:`~longdoc.data.base.PAD_ID` (0) and
+#: :data:`~longdoc.data.base.CLS_ID` (1).
 SPECIAL_TOKENS: tuple[str, ...] = ("<pad>", "<cls>", "<unk>")
 #: The 15 ListOps tokens after LRA's tokenisation (``]`` renamed to ``X``), in a fixed order.
 LISTOPS_TOKENS: tuple[str, ...] = (MAX, MIN, MED, SUM_MOD, "X") + tuple(str(v) for v in VALUES)
 VOCAB: tuple[str, ...] = SPECIAL_TOKENS + LISTOPS_TOKENS
 TOKEN_TO_ID: dict[str, int] = {tok: i for i, tok in enumerate(VOCAB)}
-PAD_ID: int = TOKEN_TO_ID["<pad>"]
-CLS_ID: int = TOKEN_TO_ID["<cls>"]
 UNK_ID: int = TOKEN_TO_ID["<unk>"]
 VOCAB_SIZE: int = len(VOCAB)
 NUM_CLASSES: int = 10
-SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 #: Where LRA's released ListOps files come from (used in error messages).
 LRA_RELEASE_HINT = (
@@ -115,54 +121,8 @@ _GENERATOR_VERSION = 1
 
 
 # --------------------------------------------------------------------------------------------
-# Reference generator (faithful port of LRA's generate_tree)
+# Trees: rendering and evaluation (LRA lra_benchmarks/data/listops.py)
 # --------------------------------------------------------------------------------------------
-def generate_tree(
-    depth: int, max_depth: int, max_args: int, rng: random.Random | None = None
-) -> tuple[Tree, int]:
-    """Generate one random ListOps tree, exactly as LRA's ``generate_tree``.
-
-    Source: LRA ``lra_benchmarks/data/listops.py::generate_tree`` (Tay et al. 2021, section 3.1).
-    At ``depth < max_depth`` draw ``r = rng.random()``, otherwise ``r = 1``. If
-    ``r > VALUE_P`` the node is a value leaf (``rng.choice(VALUES)``, length 1); otherwise it is an
-    operator with ``num_values = rng.randint(2, max_args)`` children generated at ``depth + 1``,
-    then its operator ``rng.choice(OPERATORS)``; its length is ``2 + sum(children lengths)`` (the
-    operator token and the closing ``]``). Random numbers are drawn in the same order as LRA.
-
-    Args:
-        depth: depth of this node (LRA starts at 1).
-        max_depth: nodes at this depth are always leaves (LRA: 10).
-        max_args: maximum number of operator arguments, >= 2 (LRA: 10).
-        rng: a ``random.Random``; ``None`` uses the global ``random`` module state, as LRA does.
-
-    Returns:
-        ``(tree, length)``: the nested-tuple tree (see module docstring) and its length in tokens
-        (parentheses excluded), an ``int`` >= 1.
-
-    Raises:
-        ValueError: if ``max_args < 2`` (from ``randint``).
-    """
-    r_ = random if rng is None else rng
-    if depth < max_depth:
-        r = r_.random()
-    else:
-        r = 1
-    if r > VALUE_P:
-        return r_.choice(VALUES), 1
-    length = 2
-    num_values = r_.randint(2, max_args)
-    values = []
-    for _ in range(num_values):
-        sub_t, sub_l = generate_tree(depth + 1, max_depth, max_args, rng)
-        values.append(sub_t)
-        length += sub_l
-    op = r_.choice(OPERATORS)
-    t: tuple = (op, values[0])
-    for value in values[1:]:
-        t = (t, value)
-    return (t, END), length
-
-
 def to_string(t: Tree) -> str:
     """Render a tree as LRA's source string, e.g. ``( ( ( [MAX 2 ) 9 ) ] )``.
 
@@ -298,13 +258,14 @@ def evaluate_source(source: str) -> int:
 
 
 def max_tree_length(max_depth: int, max_args: int) -> int:
-    """Largest length (tokens) a tree from :func:`generate_tree` can have, starting at depth 1.
+    """Largest length (tokens) a tree from LRA's ``generate_tree`` (:func:`make_bounded_generator`) can
+    have, starting at depth 1.
 
     ``M(max_depth) = 1``; ``M(d) = 2 + max_args * M(d + 1)`` for ``d < max_depth``.
 
     Args:
-        max_depth: as in :func:`generate_tree`.
-        max_args: as in :func:`generate_tree`.
+        max_depth: depth at which nodes are always leaves (LRA: 10).
+        max_args: maximum number of operator arguments (LRA: 10).
 
     Returns:
         The maximum length, an ``int``.
@@ -322,13 +283,20 @@ class _TooLong(Exception):
     """Raised inside the bounded generator once a tree is certain to reach ``max_length``."""
 
 
-def _make_bounded_generator(
+def make_bounded_generator(
     rng: random.Random, max_depth: int, max_args: int, max_length: int
 ) -> Callable[[], tuple[str, int, int] | None]:
-    """Return ``gen()`` drawing one tree like ``generate_tree(1, max_depth, max_args, rng)``.
+    """Return ``gen()`` drawing one tree like LRA's ``generate_tree(1, max_depth, max_args)`` from ``rng``.
 
-    ``gen()`` returns ``(to_string(tree), to_value(tree), length)`` for the tree that
-    :func:`generate_tree` would draw from the same RNG state *whenever its length is
+    LRA's ``lra_benchmarks/data/listops.py::generate_tree`` (Tay et al. 2021, section 3.1): at
+    ``depth < max_depth`` draw ``r = rng.random()``, otherwise ``r = 1``. If ``r > VALUE_P`` the node
+    is a value leaf (``rng.choice(VALUES)``, length 1); otherwise it is an operator with
+    ``num_values = rng.randint(2, max_args)`` children generated at ``depth + 1``, then its operator
+    ``rng.choice(OPERATORS)``; its length is ``2 + sum(children lengths)`` (the operator token and
+    the closing ``]``).
+
+    ``gen()`` returns ``(to_string(tree), to_value(tree), length)`` (``str``, ``int`` in 0..9, ``int``)
+    for the tree that LRA's ``generate_tree`` would draw from the same RNG state *whenever its length is
     < max_length*, and ``None`` (rejected) as soon as the tree is certain to have length
     >= ``max_length``, without generating the rest of it. The string and value are built bottom-up
     while generating (no tuple tree is materialised): a node with operator ``op`` and children
@@ -341,7 +309,7 @@ def _make_bounded_generator(
     ``_randbelow(n)`` draws ``getrandbits(n.bit_length())`` until the result is < n (CPython >= 3.2).
     That loop is inlined here: the same draws without the call overhead, and an exactly uniform draw
     for any generator with ``getrandbits``. tests/data/test_listops.py checks, seed by seed, equality
-    with a literal transcription of LRA's code.
+    with a literal transcription of LRA's code (tests/data/lra_listops_reference.py).
 
     Why early rejection does not change the distribution of accepted trees: during generation we
     keep a lower bound ``L`` on the final length: committed tokens plus one token reserved for each
@@ -355,7 +323,13 @@ def _make_bounded_generator(
     attempt that would have been rejected: accepted trees are i.i.d. draws from LRA's generator
     conditioned on ``min_length < length < max_length``, exactly as in LRA. (Only the RNG stream
     position after a rejected attempt differs, so the exact sequence for a given seed differs from
-    running the reference generator in a loop, not its distribution.)
+    running LRA's generator in a loop, not its distribution.)
+
+    Args:
+        rng: the random generator (``random.Random``, or anything with ``random`` and ``getrandbits``).
+        max_depth: nodes at this depth are always leaves (>= 1; LRA: 10).
+        max_args: maximum number of operator arguments (>= 2; LRA: 10).
+        max_length: exclusive upper bound on the length of accepted trees.
     """
     rand = rng.random
     getrandbits = rng.getrandbits
@@ -472,14 +446,14 @@ def sample_listops(
     """Draw distinct ListOps samples with ``min_length < length < max_length``, as LRA's ``main``.
 
     Source: LRA ``lra_benchmarks/data/listops.py::main``: repeatedly ``generate_tree(1, max_depth,
-    max_args)``, keep trees with ``min_length < length < max_length`` (both exclusive), de-duplicate
-    (LRA: ``data.add(tree)`` into a ``set``) until ``num_samples`` distinct trees are collected,
-    then ``to_string`` / ``to_value`` them. De-duplication is on the source string, equivalent to
+    max_args)`` (:func:`make_bounded_generator`), keep trees with ``min_length < length < max_length``
+    (both exclusive), de-duplicate (LRA: ``data.add(tree)`` into a ``set``) until ``num_samples``
+    distinct trees are collected, then ``to_string`` / ``to_value`` them. De-duplication is on the source string, equivalent to
     de-duplicating trees because :func:`to_string` is injective. Unlike LRA, the order is insertion
     order (LRA iterates a ``set``, whose order depends on the hash seed), so results are
     reproducible for a given seed; since draws are i.i.d., splitting in insertion order is a
     uniformly random split, as LRA's. Over-long trees are rejected early (see
-    ``_make_bounded_generator`` for why the accepted distribution is unchanged).
+    :func:`make_bounded_generator` for why the accepted distribution is unchanged).
 
     Args:
         num_samples: number of distinct samples to return (>= 0).
@@ -517,7 +491,7 @@ def _sample(
     _check_generation_args(num_samples, min_length, max_length, max_depth, max_args)
     if rng is None:
         rng = random.Random(seed)
-    gen = _make_bounded_generator(rng, max_depth, max_args, max_length)
+    gen = make_bounded_generator(rng, max_depth, max_args, max_length)
     data: dict[str, tuple[str, int, int]] = {}
     attempts = 0
     stall = 0
@@ -676,30 +650,21 @@ def read_listops_tsv(path: str | os.PathLike) -> list[Row]:
 
 
 def write_listops_tsv(path: str | os.PathLike, rows: Iterable[Row]) -> None:
-    """Write rows in LRA's TSV format (header ``Source\\tTarget``), atomically.
-
-    The file is written to a temporary name in the same directory and then renamed with
-    ``os.replace``, so readers never see a partial file. Source: LRA
+    """Write rows in LRA's TSV format (header ``Source\\tTarget``, ``\\r\\n`` line ends), atomically
+    (:func:`~longdoc.data.base.atomic_write`: readers never see a partial file). Source: LRA
     ``lra_benchmarks/data/listops.py::write_to_file``.
 
     Args:
-        path: destination ``.tsv`` file (its directory must exist).
+        path: destination ``.tsv`` file (its folder is created if needed).
         rows: ``(source, label)`` pairs.
 
     Raises:
         OSError: on I/O errors (the temporary file is removed).
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f, delimiter="\t")
-            writer.writerow(["Source", "Target"])
-            writer.writerows(rows)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_write(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t")
+        writer.writerow(["Source", "Target"])
+        writer.writerows(rows)
 
 
 def listops_cache_path(
@@ -733,6 +698,32 @@ def _split_files(folder: Path) -> dict[str, Path]:
     return {split: folder / f"basic_{split}.tsv" for split in SPLITS}
 
 
+def _read_cache(files: dict[str, Path], expected: dict[str, int]) -> dict[str, list[Row]] | None:
+    """Read the cached split files; ``None`` (after a logged warning naming the file) when one is
+    damaged: cut short (its last line does not end with a line break, a row is incomplete or
+    malformed) or holding another number of rows than ``expected``."""
+    splits: dict[str, list[Row]] = {}
+    for split, p in files.items():
+        with open(p, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(size - 1, 0))
+            last = f.read(1)
+        if last != b"\n":
+            logger.warning("ListOps: cache file %s is cut short (no line break at its end); regenerating", p)
+            return None
+        try:
+            splits[split] = read_listops_tsv(p)
+        except (ValueError, csv.Error) as err:
+            logger.warning("ListOps: cache file %s is malformed (%s); regenerating", p, err)
+            return None
+        if len(splits[split]) != expected[split]:
+            logger.warning("ListOps: cache file %s has %d rows, expected %d; regenerating",
+                           p, len(splits[split]), expected[split])
+            return None
+    return splits
+
+
 def _log_loaded(what: str, folder: Path, splits: dict[str, list[Row]], seconds: float) -> None:
     logger.info(
         "ListOps: %s %s (train/val/test = %d/%d/%d) in %.2f s",
@@ -760,8 +751,10 @@ def load_or_generate_listops(
     """Load generated ListOps splits from the cache, generating and caching them if needed.
 
     The files ``basic_train.tsv``, ``basic_val.tsv``, ``basic_test.tsv`` (LRA's released format)
-    live in :func:`listops_cache_path` ``(cache_dir, ...)``. If all three exist they are read; if any
-    is missing all are regenerated with :func:`generate_listops_splits` (LRA
+    live in :func:`listops_cache_path` ``(cache_dir, ...)``. If all three exist and are intact they
+    are read. If any is missing, or one is damaged (cut short: its last line lacks its line break or
+    a row is incomplete; malformed; another number of rows than requested; a warning names the
+    file), all are regenerated with :func:`generate_listops_splits` (LRA
     ``lra_benchmarks/data/listops.py``) and written atomically. Logs (logger ``longdoc.data``) what
     was loaded/generated and how long it took.
 
@@ -776,7 +769,7 @@ def load_or_generate_listops(
         ``{"train": rows, "val": rows, "test": rows}`` with ``(source: str, label: int)`` rows.
 
     Raises:
-        ValueError: invalid generation arguments, or a malformed cached file.
+        ValueError: invalid generation arguments.
         RuntimeError: see :func:`sample_listops`.
     """
     folder = listops_cache_path(
@@ -793,12 +786,10 @@ def load_or_generate_listops(
     files = _split_files(folder)
     if all(p.is_file() for p in files.values()):
         t0 = time.perf_counter()
-        splits = {split: read_listops_tsv(p) for split, p in files.items()}
-        expected = {"train": num_train, "val": num_val, "test": num_test}
-        if all(len(splits[s]) == expected[s] for s in SPLITS):
+        splits = _read_cache(files, {"train": num_train, "val": num_val, "test": num_test})
+        if splits is not None:
             _log_loaded("loaded cached", folder, splits, time.perf_counter() - t0)
             return splits
-        logger.warning("ListOps: cache %s has unexpected split sizes; regenerating", folder)
 
     logger.info(
         "ListOps: generating %d/%d/%d samples (%d < length < %d, max_depth=%d, max_args=%d, seed=%d)",
@@ -869,3 +860,141 @@ def load_listops_from_path(path: str | os.PathLike) -> dict[str, list[Row]]:
     _log_loaded("loaded LRA files from", folder, splits, time.perf_counter() - t0)
     return splits
 
+
+# --------------------------------------------------------------------------------------------
+# Lightning data module
+# --------------------------------------------------------------------------------------------
+class ListOpsDataModule(LongDocDataModule):
+    """LightningDataModule for LRA ListOps (Tay et al. 2021, section 3.1; 10 classes).
+
+    ``prepare_data()`` generates and caches the splits with LRA's generator
+    (:func:`~longdoc.data.listops.load_or_generate_listops`, LRA ``lra_benchmarks/data/listops.py``)
+    or checks that LRA's released files exist under ``path``. ``setup()`` loads the three splits and
+    tokenises them as LRA's ``lra_benchmarks/listops/input_pipeline.py`` (optionally prepending
+    ``<cls>``); token-id lists are stored unpadded (:class:`~longdoc.data.base.TokenSequenceDataset`)
+    and padded per batch by :class:`~longdoc.data.base.PaddingCollator`.
+
+    Batches (dicts), with ``N`` the longest sample in the batch (CLS included):
+        ``input_ids`` LongTensor (B, N), ``padding_mask`` BoolTensor (B, N) (True = real token),
+        ``global_attention_mask`` BoolTensor (B, N) (True at the CLS position 0; all False when
+        ``add_cls=False``), ``labels`` LongTensor (B,) in 0..9.
+
+    Args:
+        path: directory with LRA's released ``basic_{train,val,test}.tsv`` (``lra_release.gz``,
+            folder ``lra_release/listops-1000``); ``None`` generates the data instead.
+        cache_dir: where generated splits are cached (relative paths are relative to the CWD).
+        num_train, num_val, num_test: generated split sizes (> 0; ignored with ``path``).
+        min_length, max_length: exclusive length bounds in tokens (LRA: 500, 2000; default 50, 500).
+        max_depth, max_args: LRA tree parameters (10, 10).
+        seed: generation seed, also the base seed of the batch shuffling.
+        batch_size: maximum samples per batch (> 0).
+        max_tokens_per_batch: optional cap on ``B * N`` per batch (>= the longest sample).
+        num_workers: DataLoader workers.
+        bucket_by_length: bucket training batches by length and sort evaluation batches by length;
+            ``False`` gives random (train) / file-order (eval) batches.
+        add_cls: prepend ``<cls>`` to every sample.
+
+    Raises:
+        ValueError: ``min_length >= max_length``; non-positive sizes, ``batch_size`` or
+            ``max_tokens_per_batch``; negative ``num_workers``; at ``setup``, ``max_tokens_per_batch``
+            smaller than the longest sample.
+        FileNotFoundError: (``prepare_data``/``setup``) missing LRA files under ``path``.
+    """
+
+    display_name = "ListOps"
+
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike = "data/cache",
+        num_train: int = 20000,
+        num_val: int = 1000,
+        num_test: int = 1000,
+        min_length: int = 50,
+        max_length: int = 500,
+        max_depth: int = 10,
+        max_args: int = 10,
+        seed: int = 0,
+        batch_size: int = 32,
+        max_tokens_per_batch: int | None = None,
+        num_workers: int = 0,
+        bucket_by_length: bool = True,
+        add_cls: bool = True,
+    ):
+        if min_length >= max_length:
+            raise ValueError(
+                f"min_length ({min_length}) must be < max_length ({max_length}) (lengths are kept when "
+                "min_length < length < max_length); lower data.min_length or raise data.max_length"
+            )
+        for name, value in (
+            ("num_train", num_train),
+            ("num_val", num_val),
+            ("num_test", num_test),
+            ("max_depth", max_depth),
+        ):
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}; set data.{name} > 0")
+        if max_args < 2:
+            raise ValueError(f"max_args must be >= 2 (an operator has at least 2 arguments), got {max_args}")
+        super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
+                         bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
+        self.save_hyperparameters(logger=False)
+        self.path = path
+        self.cache_dir = cache_dir
+        self.num_train = num_train
+        self.num_val = num_val
+        self.num_test = num_test
+        self.min_length = min_length
+        self.max_length = max_length
+        self.max_depth = max_depth
+        self.max_args = max_args
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def vocab_size(self) -> int:
+        """Vocabulary size (18: ``<pad>``, ``<cls>``, ``<unk>`` + 15 ListOps tokens)."""
+        return VOCAB_SIZE
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (10: the values 0-9)."""
+        return NUM_CLASSES
+
+    def _max_seq_len_bound(self) -> int:
+        """``max_length + 1`` with ``add_cls`` (``max_length`` without): generated lengths are < ``max_length``."""
+        return self.max_length + int(self.add_cls)
+
+    # ----------------------------------------------------------------------------- data
+    def _generation_kwargs(self) -> dict[str, Any]:
+        return dict(
+            num_train=self.num_train,
+            num_val=self.num_val,
+            num_test=self.num_test,
+            min_length=self.min_length,
+            max_length=self.max_length,
+            max_depth=self.max_depth,
+            max_args=self.max_args,
+            seed=self.seed,
+        )
+
+    def _load_rows(self) -> dict[str, list[Row]]:
+        if self.path is not None:
+            return load_listops_from_path(self.path)
+        return load_or_generate_listops(self.cache_dir, **self._generation_kwargs())
+
+    def prepare_data(self) -> None:
+        """Generate and cache the splits (or check/read LRA's files under ``path``). Called by
+        Lightning on one process per node.
+
+        Raises:
+            FileNotFoundError: missing LRA files under ``path``.
+        """
+        self._load_rows()
+
+    def _build_datasets(self) -> dict[str, TokenSequenceDataset]:
+        """Tokenise the three splits as LRA's ``lra_benchmarks/listops/input_pipeline.py``."""
+        rows = self._load_rows()
+        # One small uint8 array per sample keeps peak memory low (LRA size: ~10^8 tokens).
+        return {split: TokenSequenceDataset([np.array(encode_listops(src, add_cls=self.add_cls), dtype=np.uint8)
+                                             for src, _ in rows[split]], [y for _, y in rows[split]], dtype=np.uint8)
+                for split in SPLITS}

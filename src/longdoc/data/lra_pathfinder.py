@@ -48,6 +48,7 @@ from .base import (
     LongDocDataModule,
     TokenSequenceDataset,
     atomic_save_npy,
+    atomic_write,
     sha256_hex,
 )
 
@@ -267,14 +268,12 @@ class LRAPathfinderDataModule(LongDocDataModule):
         if files is None or not write_cache:
             pixels, present = decode_pathfinder_images(folder, rows, self.resolution)
             return rows, pixels, present
-        files[0].parent.mkdir(parents=True, exist_ok=True)
-        tmp = files[0].with_name(f".{files[0].name}.{os.getpid()}.tmp")
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), self.resolution**2))
-        _, present = decode_pathfinder_images(folder, rows, self.resolution, out=out)
-        out.flush()
-        del out
-        atomic_save_npy(files[1], present)  # written first: a reader checks for both files
-        os.replace(tmp, files[0])
+        with atomic_write(files[0]) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(rows), self.resolution**2))
+            _, present = decode_pathfinder_images(folder, rows, self.resolution, out=out)
+            out.flush()
+            del out
+            atomic_save_npy(files[1], present)  # written first: a reader checks for both files
         logger.info("%s: decoded %d images into cache %s", self.display_name, len(rows), files[0])
         return rows, np.load(files[0], mmap_mode="r"), present
 

@@ -49,6 +49,7 @@ from .base import (
     DataNotFoundError,
     LongDocDataModule,
     TokenSequenceDataset,
+    atomic_write,
     carve_validation,
     load_hf_dataset,
     read_table,
@@ -147,10 +148,8 @@ def load_or_train_bpe(texts: Sequence[str], vocab_size: int, min_frequency: int 
     tok.train_from_iterator(list(texts), trainer=trainer)
     _check_specials(tok, "the trained tokenizer")
     if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-        tok.save(str(tmp))
-        os.replace(tmp, file)
+        with atomic_write(file) as tmp:
+            tok.save(str(tmp))
         logger.info("BPE tokenizer trained on %d texts (%d ids), saved to %s", len(texts), tok.get_vocab_size(), file)
     else:
         logger.info("BPE tokenizer trained on %d texts (%d ids), not cached", len(texts), tok.get_vocab_size())
@@ -199,7 +198,9 @@ class TextClassificationDataModule(LongDocDataModule):
     Raises:
         DataNotFoundError: no source configured (constructor), or missing files / unreachable hub
             / missing test split (``prepare_data`` / ``setup``); messages name the keys.
-        ValueError: unknown ``tokenizer``, bad sizes; missing columns or unknown labels (``setup``).
+        ValueError: unknown ``tokenizer``, bad sizes; (``prepare_data`` / ``setup``, before any training)
+            an empty or non-UTF-8 file, a split without samples, a training set with a single class,
+            missing columns or unknown labels; messages name the file and the config key to set.
     """
 
     task = "classification"
@@ -295,7 +296,14 @@ class TextClassificationDataModule(LongDocDataModule):
             if key not in columns:
                 raise ValueError(f"{where} has no column {key!r} (columns: {sorted(columns)}); set data.{name}")
 
-    def _columns(self, table: dict[str, list[Any]], where: str) -> RawSplit:
+    def _columns(self, table: dict[str, list[Any]], where: str, key: str) -> RawSplit:
+        """(texts, normalised labels) of one split read from ``where``; ``key`` is the config key that
+        names the source (e.g. ``data.train_file``).
+
+        Raises:
+            ValueError: a missing column, a missing label, or no rows (the message names ``where`` and
+                the key to set).
+        """
         self._check_columns(list(table), where)
         labels = []
         for k, y in enumerate(table[self.label_key]):
@@ -303,7 +311,21 @@ class TextClassificationDataModule(LongDocDataModule):
                 labels.append(normalize_label(y))
             except ValueError as err:
                 raise ValueError(f"{where} row {k}: {err}") from err
+        if not labels:
+            kind = "file" if key.endswith("_file") else "split"
+            raise ValueError(f"{where} has no samples; set {key} to a {kind} with at least one sample")
         return [_text(t) for t in table[self.text_key]], labels
+
+    def _check_train_classes(self, labels: list[Any], where: str, key: str) -> None:
+        """Raise ValueError (naming ``where``, ``data.label_key`` and ``key``) unless the training labels
+        hold at least two classes."""
+        distinct = set(labels)
+        if len(distinct) < 2:
+            raise ValueError(
+                f"{where}: all {len(labels)} training samples have the label {next(iter(distinct))!r} in column "
+                f"{self.label_key!r}; a classifier needs at least two classes: set data.label_key to the column "
+                f"that holds the labels, or {key} to a training set with two or more classes"
+            )
 
     def _load_files(self) -> dict[str, RawSplit | None]:
         if self.test_file is None:
@@ -316,7 +338,8 @@ class TextClassificationDataModule(LongDocDataModule):
                 continue
             if not Path(f).is_file():
                 raise DataNotFoundError(f"data.{key}={str(f)!r} does not exist; {_SOURCE_HINT}")
-            out[split] = self._columns(read_table(f), str(f))
+            out[split] = self._columns(read_table(f, key=f"data.{key}"), str(f), f"data.{key}")
+        self._check_train_classes(out["train"][1], str(self.train_file), "data.train_file")
         return out
 
     def _load_hf(self) -> dict[str, RawSplit | None]:
@@ -335,7 +358,9 @@ class TextClassificationDataModule(LongDocDataModule):
             part = ds[name]
             where = f"{self.hf_name}[{name}]"
             self._check_columns(part.column_names, where)
-            out[split] = self._columns({self.text_key: part[self.text_key], self.label_key: part[self.label_key]}, where)
+            out[split] = self._columns({self.text_key: part[self.text_key], self.label_key: part[self.label_key]},
+                                       where, f"data.{key}")
+        self._check_train_classes(out["train"][1], f"{self.hf_name}[{self.hf_train_split}]", "data.hf_train_split")
         return out
 
     def _load(self) -> dict[str, RawSplit]:

@@ -9,12 +9,13 @@ steps -- forward, cross-entropy, backward, ``AdamW.step()``, ``zero_grad(set_to_
 synthetic batch of ``efficiency.batch_size`` random byte sequences (every token real, token 0 global as
 the data's ``<cls>``).
 
-Measurement (:mod:`longdoc.evaluation.harness`): every configuration runs in its own fresh Python process
+Measurement (:mod:`.measure` in the worker, :mod:`.runner` in the parent): every configuration runs in its own
+fresh Python process
 (``python -m longdoc.evaluation.efficiency --worker '<json>'``), so allocator caches and library buffers do
 not leak between configurations; a process that runs past ``efficiency.timeout_s`` or above the memory
 limit is killed and reported as ``timeout`` / ``oom``, as is an out-of-memory error inside it (the report
 is still written). On CPU, time and memory are measured in two processes (the memory one with glibc
-settings that make resident memory follow the live allocations, see the harness docstring) unless
+settings that make resident memory follow the live allocations, see :mod:`.measure`) unless
 ``efficiency.separate_memory_process=false``; on CUDA one process measures both.
 
 * steps/s = 1 / (median, or ``efficiency.time_stat=min``, time of ``efficiency.repeats`` steps after
@@ -39,12 +40,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import harness as H
+from . import measure, runner
+from .output import (
+    attention_label,
+    cell,
+    fmt_mib,
+    fmt_time,
+    machine_header,
+    machine_info,
+    markdown_table,
+    plot_panels,
+    print_tables,
+    ratio,
+    value,
+    write_csv,
+)
 
 log = logging.getLogger("longdoc")
 
 WORKER_CMD = ("-m", "longdoc.evaluation.efficiency")
-ATTENTION_LABELS = {"full": "Transformer (full)", "lsh": "Reformer (lsh)", "local_global": "Longformer (local_global)"}
 FIELDS = ("attention", "n", "batch_size", "status", "steps_per_s", "speed_vs_full", "peak_mem_mib", "memory_vs_full",
           "time_s", "time_median_s", "time_min_s", "state_mib", "step_peak_mib", "alloc_peak_mib",
           "rss_peak_total_mib", "mem_method", "n_params", "device_name", "wall_s", "note")
@@ -70,7 +84,7 @@ FULL_NOTE = ("Full attention is torch's `scaled_dot_product_attention`; without 
 
 @dataclass
 class EfficiencySettings:
-    """What to measure (the ``efficiency`` block of ``conf/evaluate.yaml``).
+    """What to measure (``efficiency.*``: ``conf/efficiency/default.yaml``, composed into ``conf/evaluate.yaml``).
 
     Raises (``__post_init__``):
         ValueError: empty ``attentions`` / ``lengths``, a non-positive length / ``batch_size`` / ``repeats``,
@@ -143,7 +157,7 @@ def build_step_model(model_cfg: Mapping, *, vocab_size: int, num_classes: int, m
     from torch import nn
 
     from ..models import Encoder
-    from ._common import encoder_kwargs
+    from .train_config import encoder_kwargs
 
     kw = encoder_kwargs(model_cfg, vocab_size=vocab_size, max_seq_len=max_seq_len)
     pooling = model_cfg.get("pooling", "cls")
@@ -165,12 +179,12 @@ def build_step_model(model_cfg: Mapping, *, vocab_size: int, num_classes: int, m
 
 
 def worker(cfg: dict) -> dict:
-    """Worker process body: one (attention, length) configuration; returns the harness's measurements plus
+    """Worker process body: one (attention, length) configuration; returns the measurements of :func:`.measure.measure` plus
     ``n_params``, ``state_mib`` and ``step_peak_mib`` (``peak_mem_mib`` = state + step peak)."""
     import torch
     import torch.nn.functional as F
 
-    H.worker_setup(cfg)
+    measure.worker_setup(cfg)
     device, n, b = cfg["device"], int(cfg["n"]), int(cfg["batch_size"])
     model = build_step_model(cfg["model"], vocab_size=int(cfg["vocab_size"]), num_classes=int(cfg["num_classes"]),
                              max_seq_len=n).to(device).train()
@@ -192,12 +206,12 @@ def worker(cfg: dict) -> dict:
         del loss
 
     step()  # fail fast; also the first warm-up step (creates the AdamW state)
-    res = H.measure(step, {**cfg, "warmup": max(int(cfg["warmup"]) - 1, 0), "mem_warmup": 0})
+    res = measure.measure(step, {**cfg, "warmup": max(int(cfg["warmup"]) - 1, 0), "mem_warmup": 0})
     res["n_params"] = sum(p.numel() for p in model.parameters())
     if "peak_mem_mib" in res:
-        state = H.tensor_bytes([list(model.parameters()), list(model.buffers()), opt.state, ids, padding_mask,
+        state = measure.tensor_bytes([list(model.parameters()), list(model.buffers()), opt.state, ids, padding_mask,
                                 glob, labels])
-        res["state_mib"] = state / H.MIB
+        res["state_mib"] = state / measure.MIB
         res["step_peak_mib"] = res["peak_mem_mib"]
         res["peak_mem_mib"] += res["state_mib"]
         if res.get("alloc_peak_mib") is not None:
@@ -223,7 +237,7 @@ def run_efficiency(model_cfgs: Mapping[str, Mapping], settings: EfficiencySettin
     Returns:
         one row per (attention, length) in the order of ``settings.attentions`` then ``settings.lengths``:
         ``attention``, ``n``, ``status`` ('ok' | 'timeout' | 'oom' | 'error' | 'skipped'), ``steps_per_s``,
-        ``peak_mem_mib`` and the harness's fields; ratios to full attention are added by :func:`add_ratios`.
+        ``peak_mem_mib`` and the measured fields; ratios to full attention are added by :func:`add_ratios`.
         Failures are rows, never exceptions.
 
     Raises:
@@ -236,7 +250,7 @@ def run_efficiency(model_cfgs: Mapping[str, Mapping], settings: EfficiencySettin
     cuda = device.startswith("cuda")
     mem_limit = None
     if not cuda:
-        mem_limit = int(settings.mem_limit_gib * H.GIB) if settings.mem_limit_gib else H.default_mem_limit_bytes()
+        mem_limit = int(settings.mem_limit_gib * measure.GIB) if settings.mem_limit_gib else runner.default_mem_limit_bytes()
     phases = None if (cuda or settings.separate_memory_process) else ["all"]
     rows: list[dict] = []
     for attn in settings.attentions:
@@ -251,7 +265,7 @@ def run_efficiency(model_cfgs: Mapping[str, Mapping], settings: EfficiencySettin
                         "seed": settings.seed, "time_stat": settings.time_stat, "alloc_profile": settings.alloc_profile,
                         "cpu_allocator": settings.cpu_allocator,
                         "vocab_size": settings.vocab_size, "num_classes": settings.num_classes}
-                res = H.run_measured(WORKER_CMD, wcfg, timeout=settings.timeout_s, mem_limit_bytes=mem_limit,
+                res = runner.run_measured(WORKER_CMD, wcfg, timeout=settings.timeout_s, mem_limit_bytes=mem_limit,
                                      phases=phases)
                 row = {**base, **res}
                 if row["status"] == "ok" and row.get("time_s"):
@@ -271,8 +285,8 @@ def add_ratios(rows: list[dict]) -> list[dict]:
     full = {(r["n"], r.get("batch_size")): r for r in rows if r["attention"] == "full"}
     for r in rows:
         ref = full.get((r["n"], r.get("batch_size")))
-        r["speed_vs_full"] = H.ratio(H.value(r, "steps_per_s"), H.value(ref, "steps_per_s"))
-        r["memory_vs_full"] = H.ratio(H.value(r, "peak_mem_mib"), H.value(ref, "peak_mem_mib"))
+        r["speed_vs_full"] = ratio(value(r, "steps_per_s"), value(ref, "steps_per_s"))
+        r["memory_vs_full"] = ratio(value(r, "peak_mem_mib"), value(ref, "peak_mem_mib"))
     return rows
 
 
@@ -287,8 +301,8 @@ def _cell(row: Mapping | None, key: str, ratio_key: str, fmt) -> str:
         return "-"
     if row.get("status") != "ok":
         return str(row.get("status", "-"))
-    ratio = row.get(ratio_key)
-    return fmt(row.get(key)) + ("" if ratio is None else f" ({ratio:.2f}x)")
+    rel = row.get(ratio_key)
+    return fmt(row.get(key)) + ("" if rel is None else f" ({rel:.2f}x)")
 
 
 def efficiency_tables(rows: Sequence[Mapping]) -> tuple[list[str], list[list[str]], list[list[str]]]:
@@ -298,9 +312,9 @@ def efficiency_tables(rows: Sequence[Mapping]) -> tuple[list[str], list[list[str
     attns = list(dict.fromkeys(r["attention"] for r in rows))
     by = {(r["attention"], r["n"]): r for r in rows}
     header = ["Attention"] + [f"N={n}" for n in lengths]
-    speed = [[ATTENTION_LABELS.get(a, a)] + [_cell(by.get((a, n)), "steps_per_s", "speed_vs_full", _fmt_rate)
+    speed = [[attention_label(a)] + [_cell(by.get((a, n)), "steps_per_s", "speed_vs_full", _fmt_rate)
                                              for n in lengths] for a in attns]
-    mem = [[ATTENTION_LABELS.get(a, a)] + [_cell(by.get((a, n)), "peak_mem_mib", "memory_vs_full", H.fmt_mib)
+    mem = [[attention_label(a)] + [_cell(by.get((a, n)), "peak_mem_mib", "memory_vs_full", fmt_mib)
                                            for n in lengths] for a in attns]
     return header, speed, mem
 
@@ -315,7 +329,7 @@ def published_markdown() -> str:
     for name, r in rows_in.items():
         rows.append([name] + [f"{s} ({s / s0:.1f}x)" for s, s0 in zip(r["steps_per_s"], ref["steps_per_s"])]
                     + [f"{m:.2f}" for m in r["peak_mem_gb"]])
-    return H.markdown_table(head, rows)
+    return markdown_table(head, rows)
 
 
 def efficiency_markdown(rows: Sequence[Mapping], settings: EfficiencySettings, info: Mapping,
@@ -335,7 +349,7 @@ def efficiency_markdown(rows: Sequence[Mapping], settings: EfficiencySettings, i
                         if max(load_start, load_end or 0) > 0.5 * (cores or 1) else "."))
     lines = [
         "# Training efficiency vs sequence length (LRA Table 2 layout)", "",
-        H.machine_header(info), "",
+        machine_header(info), "",
         load_note, "",
         f"One training step = forward, cross-entropy, backward, AdamW step, on a synthetic batch of "
         f"{settings.batch_size} x N random tokens (all real, token 0 global). Model: {model_desc}. "
@@ -344,18 +358,18 @@ def efficiency_markdown(rows: Sequence[Mapping], settings: EfficiencySettings, i
         f"state + batch (exact) + peak growth during one step ({method}). In brackets: ratio to full "
         "attention at the same N (speed: above 1.00x is faster; memory: below 1.00x is smaller).", "",
         *([FULL_NOTE, ""] if any(r["attention"] == "full" for r in rows) else []),
-        "## Steps per second", "", H.markdown_table(header, speed), "",
-        "## Peak memory (MiB)", "", H.markdown_table(header, mem), "",
+        "## Steps per second", "", markdown_table(header, speed), "",
+        "## Peak memory (MiB)", "", markdown_table(header, mem), "",
         f"## Published: {PUBLISHED_TABLE2['source']}", "",
         published_markdown(), "",
         f"{PUBLISHED_TABLE2['note']}. Absolute numbers are not comparable (TPU, JAX, batch 32, LRA's model sizes); "
         "compare the ratios and how they change with N.", "",
         "## Every configuration", "",
-        H.markdown_table(["attention", "N", "status", "steps/s", "time", "peak MiB", "state MiB", "step peak MiB",
+        markdown_table(["attention", "N", "status", "steps/s", "time", "peak MiB", "state MiB", "step peak MiB",
                           "params", "wall s"],
-                         [[r["attention"], r["n"], r["status"], _fmt_rate(H.value(r, "steps_per_s")),
-                           H.cell(r, "time_s", H.fmt_time), H.cell(r, "peak_mem_mib", H.fmt_mib),
-                           H.cell(r, "state_mib", H.fmt_mib), H.cell(r, "step_peak_mib", H.fmt_mib),
+                         [[r["attention"], r["n"], r["status"], _fmt_rate(value(r, "steps_per_s")),
+                           cell(r, "time_s", fmt_time), cell(r, "peak_mem_mib", fmt_mib),
+                           cell(r, "state_mib", fmt_mib), cell(r, "step_peak_mib", fmt_mib),
                            r.get("n_params", "-") if r.get("status") == "ok" else "-",
                            f"{float(r.get('wall_s') or 0):.1f}"] for r in rows]),
     ]
@@ -371,11 +385,11 @@ def plot_efficiency(rows: Sequence[Mapping], path: str | os.PathLike, title: str
     Returns False when matplotlib is missing (nothing written)."""
     lengths = sorted({r["n"] for r in rows})
     attns = list(dict.fromkeys(r["attention"] for r in rows))
-    speed = {ATTENTION_LABELS.get(a, a): [(r["n"], H.value(r, "steps_per_s")) for r in rows if r["attention"] == a]
+    speed = {attention_label(a): [(r["n"], value(r, "steps_per_s")) for r in rows if r["attention"] == a]
              for a in attns}
-    mem = {ATTENTION_LABELS.get(a, a): [(r["n"], H.value(r, "peak_mem_mib")) for r in rows if r["attention"] == a]
+    mem = {attention_label(a): [(r["n"], value(r, "peak_mem_mib")) for r in rows if r["attention"] == a]
            for a in attns}
-    return H.plot_panels(path, [
+    return plot_panels(path, [
         {"title": "training steps per second (higher is better)", "xlabel": "sequence length N",
          "ylabel": "steps / s", "series": speed, "xticks": lengths},
         {"title": "peak memory of a training step (lower is better)", "xlabel": "sequence length N",
@@ -391,7 +405,7 @@ def write_efficiency_report(rows: Sequence[Mapping], settings: EfficiencySetting
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "efficiency.md", "csv": out / "efficiency.csv", "png": out / "efficiency.png"}
     paths["md"].write_text(efficiency_markdown(rows, settings, info, model_desc, load_end))
-    H.write_csv(paths["csv"], rows, FIELDS)
+    write_csv(paths["csv"], rows, FIELDS)
     title = f"{info.get('cpu', '')}; {info.get('device_name', info.get('device', ''))}; batch {settings.batch_size}"
     if not plot_efficiency(rows, paths["png"], title=title):
         paths.pop("png")
@@ -400,8 +414,6 @@ def write_efficiency_report(rows: Sequence[Mapping], settings: EfficiencySetting
 
 def print_efficiency(rows: Sequence[Mapping]) -> None:
     """Print the steps/s and memory tables with rich."""
-    from ._common import print_tables
-
     header, speed, mem = efficiency_tables(rows)
     print_tables([("steps per second (vs full)", header, speed), ("peak memory MiB (vs full)", header, mem)])
 
@@ -435,7 +447,8 @@ def efficiency_mode(cfg) -> dict[str, Any]:
     """
     from omegaconf import OmegaConf
 
-    from ._common import load_checkpoint_hparams, train_model_config
+    from .checkpoint import read_checkpoint
+    from .train_config import train_model_config
 
     eff = OmegaConf.to_container(cfg.efficiency, resolve=True)
     overrides = list(eff.pop("model_overrides", None) or [])
@@ -447,7 +460,7 @@ def efficiency_mode(cfg) -> dict[str, Any]:
     model_cfgs: dict[str, dict] = {}
     ckpt = cfg.get("ckpt_path")
     if ckpt:
-        hp = load_checkpoint_hparams(ckpt)
+        hp = read_checkpoint(ckpt).hparams
         saved = dict(hp["model"])
         for name in settings.attentions:
             m = dict(saved)
@@ -463,12 +476,12 @@ def efficiency_mode(cfg) -> dict[str, Any]:
         for name in settings.attentions:
             model_cfgs[name] = train_model_config(name, overrides)
     device = settings.resolved_device()
-    info = H.machine_info(device, "fp32")
+    info = machine_info(device, "fp32")
     out_dir = Path(cfg.paths.output_dir)
 
     def progress(row):
         log.info("efficiency %-13s N=%-6d %-8s steps/s %s  peak %s MiB  (%.1f s) %s", row["attention"], row["n"],
-                 row["status"], _fmt_rate(H.value(row, "steps_per_s")), H.fmt_mib(H.value(row, "peak_mem_mib")),
+                 row["status"], _fmt_rate(value(row, "steps_per_s")), fmt_mib(value(row, "peak_mem_mib")),
                  float(row.get("wall_s") or 0.0), row.get("note", ""))
 
     log.info("efficiency: %d attention(s) x lengths %s, batch %d, device %s; each configuration in a fresh process",
@@ -488,4 +501,4 @@ if __name__ == "__main__":
     if "--worker" not in sys.argv:
         raise SystemExit("this module is run by evaluate.py mode=efficiency: python -m longdoc.evaluation.efficiency "
                          "--worker '<json config>'")
-    H.worker_main(worker)
+    measure.worker_main(worker)

@@ -1,37 +1,28 @@
 """``evaluate.py mode=attention_pattern``: which keys each query attends, read from the kernels themselves.
 
 For one input, every attention layer's inputs are captured with forward hooks during a real forward pass of
-the encoder (for LSH also the hash buckets the layer actually used: the layer's ``bucket_mode="record"``
-mechanism of the reversible layers). From them:
+the encoder (for LSH also the hash buckets the layer actually used, kept by the layer with
+``keep_buckets``). Each layer then reports, through its public introspection methods
+(:mod:`longdoc.attention`):
 
-* the **attended pairs** (B, H, N, N) bool -- query ``i`` (row) attends key ``j`` (column) -- from the same
-  code the kernels use to mask:
+* the **attended pairs** (B, H, N, N) bool -- query ``i`` (row) attends key ``j`` (column) --
+  ``module.attended_pairs(...)``, from the rule the kernel masks with: ``local_global`` (Beltagy et al. 2020,
+  section 3.1) the dilated window, global keys and global queries; ``lsh`` (Kitaev et al. 2020, section 2)
+  per hash round the chunks of the sorted buckets (``rounds``: in how many rounds each pair was attended);
+  ``full`` every real key. Rows of padding queries are all False (their outputs are never used).
+* the **attention probabilities** (B, H, N, N) float32 -- the row-stochastic matrix ``P`` of the layer (for LSH
+  the rounds combined as in the kernel, eq. (6)-(7)) -- ``module.attention_probabilities(...)``, measured by
+  running the layer's kernel with one-hot values.
 
-  - ``local_global`` (Beltagy et al. 2020, section 3.1): the kernel's mask preparation and its
-    ``flex_mask_mod`` (the ``mask_mod`` its flex backend runs; the blocked backend computes the same
-    function): key ``j`` real and ``|i - j| <= w * d`` and ``(i - j) % d == 0`` (dilated window), or ``j``
-    global; global queries attend every real key; ``j <= i`` when causal;
-  - ``lsh`` (Kitaev et al. 2020, section 2): the kernel's own sort plan (``_make_plan``) and mask
-    (``_disallowed``) on the recorded buckets: per hash round, the keys in the query's chunk and
-    ``n_chunks_before`` / ``n_chunks_after`` neighbouring chunks of the sorted order, real, not the query
-    itself unless it has no other target (``rounds``: in how many rounds each pair was attended);
-  - ``full`` (Vaswani et al. 2017): every real key (``j <= i`` when causal).
-
-  Rows of padding queries are all False (their outputs are never used).
-* the **attention probabilities** (B, H, N, N) float32 -- the row-stochastic matrix ``P`` of the layer
-  (for LSH the rounds combined as in the kernel, eq. (6)-(7)), measured by running the layer's own
-  functional core with one-hot values (the output is ``P @ V``, so ``V = e_j`` reads column ``j``):
-  ``ceil(N / Dh)`` calls of the real kernel, no re-derivation.
-
-Outputs: ``attention_pattern.png`` (one panel per attention type, or per layer of a checkpoint; top row the
-attended pairs, bottom row the probabilities on a log scale).
+This module captures and draws: ``attention_pattern.png`` (one panel per attention type, or per layer of a
+checkpoint; top row the attended pairs, bottom row the probabilities on a log scale).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,140 +33,8 @@ from torch import nn
 log = logging.getLogger("longdoc")
 
 
-# ----------------------------------------------------------------------------------------------
-# attended pairs, per attention type
-# ----------------------------------------------------------------------------------------------
-
-
 def _real(padding_mask: torch.Tensor | None, b: int, n: int, device) -> torch.Tensor:
     return padding_mask if padding_mask is not None else torch.ones(b, n, dtype=torch.bool, device=device)
-
-
-def full_pairs(padding_mask: torch.Tensor | None, n: int | None = None, *, causal: bool = False) -> torch.Tensor:
-    """Pairs of exact attention (:func:`longdoc.attention.full_attention`): real query ``i`` attends real key ``j``
-    (and ``j <= i`` when ``causal``).
-
-    Args:
-        padding_mask: (B, N) bool, True for real tokens, or None (then ``n`` gives N and B = 1).
-
-    Returns:
-        (B, N, N) bool.
-
-    Raises:
-        ValueError: neither ``padding_mask`` nor ``n`` given.
-    """
-    if padding_mask is None:
-        if n is None:
-            raise ValueError("full_pairs needs padding_mask or n")
-        padding_mask = torch.ones(1, n, dtype=torch.bool)
-    real = padding_mask.bool()
-    out = real[:, :, None] & real[:, None, :]
-    if causal:
-        out &= torch.ones(out.shape[-1], out.shape[-1], dtype=torch.bool, device=out.device).tril()
-    return out
-
-
-def local_global_pairs(padding_mask: torch.Tensor | None, global_attention_mask: torch.Tensor | None, *,
-                       attention_window: int, attention_dilation: int = 1, causal: bool = False,
-                       n: int | None = None) -> torch.Tensor:
-    """Pairs of Longformer attention (:func:`longdoc.attention.local_global_attention`), from the kernel's code.
-
-    Query ``i`` attends key ``j`` iff key ``j`` is real, ``j <= i`` if ``causal``, and ``i`` is global, or ``j``
-    is global, or ``|i - j| <= w * d`` with ``(i - j) % d == 0`` (w = ``attention_window``, d =
-    ``attention_dilation``; Beltagy et al. 2020, section 3.1). Padding tokens are never global. Evaluated with
-    the kernel's own mask preparation (``_masks``) and ``flex_mask_mod`` on a dense grid.
-
-    Args:
-        padding_mask / global_attention_mask: (B, N) bool or None (then ``n`` gives N and B = 1).
-
-    Returns:
-        (B, N, N) bool; rows of padding queries are False.
-
-    Raises:
-        ValueError: non-positive window / dilation, masks of the wrong shape or dtype (the kernel's checks).
-    """
-    from ..attention._common import check_positive_int
-    from ..attention.local_global import _masks, flex_mask_mod
-
-    w = check_positive_int("attention.attention_window", attention_window)
-    d = check_positive_int("attention.attention_dilation", attention_dilation)
-    ref = padding_mask if padding_mask is not None else global_attention_mask
-    if ref is None:
-        if n is None:
-            raise ValueError("local_global_pairs needs padding_mask, global_attention_mask or n")
-        b, device = 1, torch.device("cpu")
-    else:
-        b, n, device = ref.shape[0], ref.shape[1], ref.device
-    m = _masks(b, n, device, padding_mask, global_attention_mask)
-    key_ok = m.real if m.glob is None else m.real & ~m.glob
-    mod = flex_mask_mod(key_ok, m.glob, w, d, causal)
-    idx = torch.arange(n, device=device)
-    out = mod(torch.arange(b, device=device)[:, None, None], 0, idx[None, :, None], idx[None, None, :])
-    out = out.expand(b, n, n).clone()
-    if m.glob is not None:  # global queries: every real key (earlier ones when causal), computed apart in the kernel
-        rows = m.real[:, None, :].expand(b, n, n)
-        if causal:
-            rows = rows & (idx[None, None, :] <= idx[None, :, None])
-        out = torch.where(m.glob[:, :, None], rows, out)
-    return out & m.real[:, :, None]
-
-
-def lsh_pairs(buckets: torch.Tensor, *, bucket_size: int, n: int, padding_mask: torch.Tensor | None = None,
-              n_chunks_before: int = 1, n_chunks_after: int = 0, causal: bool = False,
-              attend_across_buckets: bool = True) -> torch.Tensor:
-    """Pairs of Reformer LSH attention per hash round, from the kernel's sort plan and mask on given buckets.
-
-    In round ``r`` positions are sorted by (bucket, position) and cut into chunks of ``bucket_size``; a query
-    attends the keys of its chunk and of ``n_chunks_before`` previous / ``n_chunks_after`` next chunks of the
-    same round that pass the masks (real; ``j < i`` if ``causal``; same bucket unless ``attend_across_buckets``),
-    never itself unless it has no other target (Kitaev et al. 2020, section 2, "Shared-QK attention").
-    Computed with ``longdoc.attention.lsh._make_plan`` / ``_disallowed``, the code of the kernel's forward.
-
-    Args:
-        buckets: (B, H, R, N_pad) int64, as returned by ``lsh_attention(..., return_buckets=True)`` or recorded
-            by :func:`capture_attention_inputs` (N_pad = N rounded up to a multiple of ``bucket_size``).
-        padding_mask: (B, N) bool, True for real tokens, or None.
-
-    Returns:
-        (B, H, R, N, N) bool; rows of padding queries are False. Memory O(B H R N^2): meant for pictures.
-
-    Raises:
-        ValueError: ``buckets`` not 4-D or its last dim not N rounded up to ``bucket_size``; bad options.
-    """
-    from ..attention.lsh import _check_chunks, _disallowed, _make_plan
-
-    if buckets.dim() != 4:
-        raise ValueError(f"buckets must be (B, H, R, N_pad), got shape {tuple(buckets.shape)}")
-    b, h, r, n_pad = buckets.shape
-    bs = int(bucket_size)
-    if bs <= 0 or n_pad != -(-n // bs) * bs:
-        raise ValueError(f"buckets' last dim {n_pad} is not n={n} rounded up to bucket_size={bucket_size}")
-    before, after = _check_chunks("n_chunks_before", n_chunks_before), _check_chunks("n_chunks_after", n_chunks_after)
-    if padding_mask is not None and bool(padding_mask.all()):
-        padding_mask = None  # as the kernel does
-    plan = _make_plan(buckets, padding_mask, None, b=b, h=h, n=n, dh=1, bs=bs, before=before, after=after,
-                      causal=causal, across=attend_across_buckets, dedup=False, dropout_p=0.0, acc=torch.float32,
-                      heads_last=False)
-    m_total, kk = plan.m, plan.k
-    dev = buckets.device
-    buf = torch.empty(m_total, bs, kk * bs, dtype=torch.bool, device=dev)
-    tmp = torch.empty_like(buf)
-    allowed = ~_disallowed(plan, 0, m_total, buf, tmp).expand(m_total, bs, kk * bs)
-    diag = allowed[:, :, before * bs:(before + 1) * bs].diagonal(dim1=1, dim2=2)
-    diag.fill_(False)  # never itself ...
-    diag.copy_(~allowed.any(dim=-1))  # ... unless it has no other target
-    slots = m_total * bs
-    pos = plan.posidx % n_pad  # slot -> position (plan.posidx = (head, round) offset + position)
-    q_slot = torch.arange(slots, device=dev).view(m_total, bs)
-    k_slot = ((torch.arange(m_total, device=dev)[:, None] - before) * bs
-              + torch.arange(kk * bs, device=dev)[None, :]).clamp_(0, slots - 1)  # out-of-round slots are masked
-    mi, ai, ci = allowed.nonzero(as_tuple=True)
-    qs = q_slot[mi, ai]
-    out = torch.zeros(b * h * r, n_pad, n_pad, dtype=torch.bool, device=dev)
-    out[qs // n_pad, pos[qs], pos[k_slot[mi, ci]]] = True
-    out = out.view(b, h, r, n_pad, n_pad)[..., :n, :n]
-    real = _real(padding_mask, b, n, dev)
-    return out & real[:, None, None, :, None]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,72 +61,48 @@ class AttentionCall:
     buckets: torch.Tensor | None = None
 
 
-def attention_name(module: nn.Module) -> str:
-    """Registry name ('full', 'lsh', 'local_global') of an attention module.
-
-    Raises:
-        ValueError: not one of the registered attention classes.
-    """
-    from ..attention import ATTENTION_REGISTRY
-
-    for name, cls in ATTENTION_REGISTRY.items():
-        if type(module) is cls:
-            return name
-    for name, cls in ATTENTION_REGISTRY.items():
-        if isinstance(module, cls):
-            return name
-    raise ValueError(f"{type(module).__name__} is not a registered attention module ({sorted(ATTENTION_REGISTRY)})")
-
-
 def capture_attention_inputs(encoder: nn.Module, input_ids: torch.Tensor, padding_mask: torch.Tensor | None = None,
                              global_attention_mask: torch.Tensor | None = None) -> list[AttentionCall]:
     """Run ``encoder`` (a :class:`longdoc.models.Encoder`) once in eval mode without gradients and return what
-    every attention layer received, in layer order (LSH: with the buckets it used, recorded through the
-    layer's ``bucket_mode``).
+    every attention layer received, in layer order (LSH: with the buckets it used, kept through the layer's
+    ``keep_buckets`` / ``last_buckets``; both are restored afterwards).
 
     Args:
         input_ids: (B, N) int64. padding_mask / global_attention_mask: (B, N) bool or None.
 
     Raises:
-        ValueError: ``encoder`` has no ``blocks`` with attention modules.
+        ValueError: ``encoder`` has no ``blocks``, or a block's attention is not a registered attention module.
     """
+    from ..attention import LSHAttention, attention_name
+
     blocks = getattr(encoder, "blocks", None)
     if not blocks:
         raise ValueError(f"{type(encoder).__name__} has no .blocks: pass a longdoc.models.Encoder")
     calls: list[AttentionCall] = []
     handles = []
 
-    def make_hooks(layer: int, module: nn.Module):
-        name = attention_name(module)
-        state: dict[str, Any] = {}
-
+    def make_hooks(layer: int, name: str):
         def pre(mod, args, kwargs):
             hidden = args[0] if args else kwargs["hidden"]
             pm = args[1] if len(args) > 1 else kwargs.get("padding_mask")
             gm = args[2] if len(args) > 2 else kwargs.get("global_attention_mask")
-            state["call"] = AttentionCall(layer, name, mod, hidden.detach(), pm, gm)
-            if name == "lsh":
-                state["mode"] = mod.bucket_mode
-                if mod.bucket_mode is None:
-                    mod.bucket_mode = "record"
+            calls.append(AttentionCall(layer, name, mod, hidden.detach(), pm, gm))
 
         def post(mod, args, kwargs, output):
-            call = state.pop("call")
-            if name == "lsh":
-                mode = state.pop("mode")
-                if mode is None:
-                    call.buckets = mod._saved_buckets.pop()
-                    mod.bucket_mode = None
-                elif mode == "record":
-                    call.buckets = mod._saved_buckets[-1]
-            calls.append(call)
+            if isinstance(mod, LSHAttention):
+                calls[-1].buckets = mod.last_buckets
 
         return pre, post
 
+    lsh = {}
     for i, block in enumerate(blocks):
-        pre, post = make_hooks(i, block.attention)
-        handles.append(block.attention.register_forward_pre_hook(pre, with_kwargs=True))
-        handles.append(block.attention.register_forward_hook(post, with_kwargs=True))
+        attn = block.attention
+        pre, post = make_hooks(i, attention_name(attn))
+        handles.append(attn.register_forward_pre_hook(pre, with_kwargs=True))
+        handles.append(attn.register_forward_hook(post, with_kwargs=True))
+        if isinstance(attn, LSHAttention):
+            lsh[attn] = (attn.keep_buckets, attn.last_buckets)
+            attn.keep_buckets = True
     was_training = encoder.training
     try:
         encoder.eval()
@@ -276,6 +111,8 @@ def capture_attention_inputs(encoder: nn.Module, input_ids: torch.Tensor, paddin
     finally:
         for hd in handles:
             hd.remove()
+        for attn, (keep, last) in lsh.items():
+            attn.keep_buckets, attn.last_buckets = keep, last
         encoder.train(was_training)
     return calls
 
@@ -296,87 +133,37 @@ def _settings(call: AttentionCall) -> dict:
     return {"causal": m.causal}
 
 
+def _kernel_inputs(call: AttentionCall) -> dict:
+    return {"buckets": call.buckets} if call.name == "lsh" else {}
+
+
 def attended_rounds(call: AttentionCall) -> torch.Tensor:
-    """In how many hash rounds each (query, key) pair was attended (LSH), or 0/1 (the others): (B, H, N, N) int64."""
-    b, n, _ = call.hidden.shape
-    h = call.module.n_heads
-    s = _settings(call)
+    """In how many hash rounds each (query, key) pair was attended (LSH), or 0/1 (the others): (B, H, N, N) int64.
+
+    Raises:
+        ValueError: an LSH call without recorded buckets.
+    """
+    if call.name == "lsh" and call.buckets is None:
+        raise ValueError(f"layer {call.layer} (lsh): no recorded buckets")
+    n = call.hidden.shape[1]
     if call.name == "lsh":
-        if call.buckets is None:
-            raise ValueError(f"layer {call.layer} (lsh): no recorded buckets")
-        per_round = lsh_pairs(call.buckets, bucket_size=s["bucket_size"], n=n, padding_mask=call.padding_mask,
-                              n_chunks_before=s["n_chunks_before"], n_chunks_after=s["n_chunks_after"],
-                              causal=s["causal"], attend_across_buckets=s["attend_across_buckets"])
-        return per_round.sum(dim=2)
-    if call.name == "local_global":
-        mask = local_global_pairs(call.padding_mask, call.global_attention_mask, n=n,
-                                  attention_window=s["attention_window"], attention_dilation=s["attention_dilation"],
-                                  causal=s["causal"])
-    else:
-        mask = full_pairs(_real(call.padding_mask, b, n, call.hidden.device), causal=s["causal"])
-    return mask[:, None].expand(b, h, n, n).long()
+        return call.module.attended_pairs(call.padding_mask, call.global_attention_mask, seq_len=n,
+                                          buckets=call.buckets, per_round=True).sum(dim=2)
+    return call.module.attended_pairs(call.padding_mask, call.global_attention_mask, seq_len=n).long()
 
 
 def attended_pairs(call: AttentionCall) -> torch.Tensor:
     """Which keys each query of the captured layer attends: (B, H, N, N) bool (LSH: in any hash round)."""
-    return attended_rounds(call) > 0
-
-
-def _core(call: AttentionCall) -> tuple[Callable[[torch.Tensor], torch.Tensor], tuple[int, int, int, int]]:
-    """The layer's functional core as ``f(v) -> P @ v`` with q / k from the captured input; and (B, H, N, Dh)."""
-    import torch.nn.functional as F
-
-    from ..attention import full_attention, local_global_attention, lsh_attention
-
-    m, x = call.module, call.hidden
-    b, n, _ = x.shape
-    h, dh = m.n_heads, m.head_dim
-    pm, gm = call.padding_mask, call.global_attention_mask
-    if call.name == "full":
-        q, k, _ = m.project(x)
-        return (lambda v: full_attention(q, k, v, pm, causal=m.causal, dropout_p=0.0)), (b, h, n, dh)
-    if call.name == "lsh":
-        qk = m.in_proj(x).view(b, n, 2, h, dh)[:, :, 0].transpose(1, 2)
-        return (lambda v: lsh_attention(
-            qk, v, n_hashes=m.n_hashes, bucket_size=m.bucket_size, padding_mask=pm, buckets=call.buckets,
-            causal=m.causal, dropout_p=0.0, attend_across_buckets=m.attend_across_buckets,
-            allow_duplicate_attention=m.allow_duplicate_attention, n_chunks_before=m.n_chunks_before,
-            n_chunks_after=m.n_chunks_after)), (b, h, n, dh)
-    q, k, _ = (t.transpose(1, 2) for t in m.in_proj(x).view(b, n, 3, h, dh).unbind(2))
-    kg = qg = None
-    if m.in_proj_global is not None:
-        d_model = m.d_model
-        wgt, bias = m.in_proj_global.weight, m.in_proj_global.bias
-        qg = F.linear(x, wgt[:d_model], None if bias is None else bias[:d_model]).view(b, n, h, dh).transpose(1, 2)
-        kg = F.linear(x, wgt[d_model:2 * d_model], None if bias is None else bias[d_model:2 * d_model])
-        kg = kg.view(b, n, h, dh).transpose(1, 2)
-
-    def f(v):
-        return local_global_attention(q, k, v, attention_window=m.attention_window, global_attention_mask=gm,
-                                      padding_mask=pm, dropout_p=0.0, causal=m.causal,
-                                      attention_dilation=m.attention_dilation,
-                                      global_qkv=None if qg is None else (qg, kg, v), backend=m.backend)
-    return f, (b, h, n, dh)
+    return call.module.attended_pairs(call.padding_mask, call.global_attention_mask, seq_len=call.hidden.shape[1],
+                                      **_kernel_inputs(call))
 
 
 def attention_probabilities(call: AttentionCall) -> torch.Tensor:
-    """The captured layer's attention probabilities ``P`` (B, H, N, N) float32, rows = queries.
-
-    Measured with the layer's own functional core: its output is ``P @ V``, so values ``V[..., j, c] = 1`` for
-    ``j = j0 + c`` read columns ``j0 .. j0 + Dh - 1``; ``ceil(N / Dh)`` calls (LSH: the recorded buckets are
-    replayed, so every call sees the same hashing). Rows of padding queries are zero.
-    """
-    f, (b, h, n, dh) = _core(call)
-    dtype = call.hidden.dtype if call.hidden.dtype in (torch.float32, torch.float64) else torch.float32
-    probs = torch.zeros(b, h, n, n, dtype=torch.float32, device=call.hidden.device)
-    with torch.no_grad():
-        for j0 in range(0, n, dh):
-            w = min(dh, n - j0)
-            v = torch.zeros(b, h, n, dh, dtype=dtype, device=call.hidden.device)
-            v[:, :, torch.arange(j0, j0 + w), torch.arange(w)] = 1.0
-            probs[..., j0:j0 + w] = f(v)[..., :w].float()
-    real = _real(call.padding_mask, b, n, call.hidden.device)
-    return probs * real[:, None, :, None]
+    """The captured layer's attention probabilities ``P`` (B, H, N, N) float32, rows = queries, measured through
+    its kernel (``module.attention_probabilities``; LSH: the recorded buckets are replayed, so every kernel call
+    sees the same hashing). Rows of padding queries are zero."""
+    return call.module.attention_probabilities(call.hidden, call.padding_mask, call.global_attention_mask,
+                                               **_kernel_inputs(call))
 
 
 @dataclass
@@ -407,7 +194,7 @@ def attention_pattern(encoder: nn.Module, input_ids: torch.Tensor, padding_mask:
     """Attended pairs (and probabilities) of every layer (or of ``layers``) of ``encoder`` on one batch.
 
     Args:
-        encoder: a :class:`longdoc.models.Encoder` (use :func:`longdoc.evaluation._common.find_encoder` on a
+        encoder: a :class:`longdoc.models.Encoder` (use :func:`longdoc.evaluation.train_config.find_encoder` on a
             LightningModule). input_ids: (B, N) int64; padding_mask / global_attention_mask: (B, N) bool or None.
         layers: block indices to keep (default all). probabilities: also measure ``P`` (``ceil(N / Dh)`` extra
             kernel calls per layer).
@@ -578,19 +365,20 @@ def synthetic_input(length: int, *, vocab_size: int = 32, padding: int = 0, seed
 
 
 def _checkpoint_patterns(cfg, pcfg: Mapping) -> tuple[list[LayerPattern], str]:
-    from ..evaluate import load_module_and_data
-    from ._common import find_encoder
+    from .checkpoint import load_from_config
+    from .train_config import find_encoder
 
     split = pcfg.get("split", "test")
     if split not in ("train", "val", "test"):
         raise ValueError(f"pattern.split must be 'train', 'val' or 'test', got {split!r}")
-    module, dm = load_module_and_data(cfg)
+    module, dm = load_from_config(cfg)
     dm.setup("test")
     ds = dm.datasets[split]
     idx = int(pcfg.get("sample_index", 0))
     if not 0 <= idx < len(ds):
         raise IndexError(f"pattern.sample_index={idx} out of range: the {split} split has {len(ds)} samples")
-    batch = dm._collator()([ds[idx]])
+    collate = getattr(dm, f"{split}_dataloader")().collate_fn  # the collation the split's loader uses
+    batch = collate([ds[idx]])
     encoder = find_encoder(module)
     torch.manual_seed(int(pcfg.get("seed", 0)))  # LSH layers without a fixed seed draw their rotations from it
     layer = pcfg.get("layer")
@@ -604,7 +392,7 @@ def _checkpoint_patterns(cfg, pcfg: Mapping) -> tuple[list[LayerPattern], str]:
 
 def _synthetic_patterns(pcfg: Mapping) -> tuple[list[LayerPattern], str]:
     from ..models import Encoder
-    from ._common import encoder_kwargs, train_model_config
+    from .train_config import encoder_kwargs, train_model_config
 
     names = pcfg.get("attentions") or []
     if isinstance(names, str):

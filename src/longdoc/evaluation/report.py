@@ -16,6 +16,7 @@ solid, published hatched), and a rich table on the console.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
@@ -24,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .output import ATTENTION_FAMILIES, attention_label, markdown_table, print_tables
 
 log = logging.getLogger("longdoc")
 
@@ -42,8 +45,6 @@ PUBLISHED_TABLE1: dict[str, Any] = {
     "avg": {"Transformer": 54.39, "Reformer": 50.67, "Longformer": 53.46},
 }
 
-ATTENTION_ROWS = {"full": "Transformer (ours)", "lsh": "Reformer (ours)", "local_global": "Longformer (ours)"}
-PUBLISHED_NAME = {"full": "Transformer", "lsh": "Reformer", "local_global": "Longformer"}
 DATA_TASKS = {
     "ListOpsDataModule": "ListOps",
     "LRATextDataModule": "Text",
@@ -88,7 +89,11 @@ class RunResult:
 def _row_label(attn_name: str, layers: Sequence[str] | None) -> str:
     if layers:
         return f"Mixed {'+'.join(str(x) for x in layers)} (ours)"
-    return ATTENTION_ROWS.get(attn_name, f"{attn_name} (ours)")
+    return attention_label(attn_name, "ours")
+
+
+# our row labels of the single attention types, in table order, and the published family of each
+_OUR_ROWS = {attention_label(a, "ours"): family for a, family in ATTENTION_FAMILIES.items()}
 
 
 def read_run(run_dir: str | os.PathLike) -> RunResult:
@@ -147,6 +152,40 @@ def read_run(run_dir: str | os.PathLike) -> RunResult:
                      wall_time_s=None if wall is None else float(wall))
 
 
+def expand_run_dirs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
+    """Run directories named by ``patterns`` (paths or glob patterns, relative to the working directory).
+
+    A directory without ``config.yaml`` whose sub-directories have one (a Hydra multirun folder) stands for
+    those sub-directories. Returns ``(dirs, warnings)``: sorted, de-duplicated directories and one message
+    per pattern that matched nothing.
+    """
+    dirs: list[Path] = []
+    warnings: list[str] = []
+    for pat in patterns:
+        pat = str(pat)
+        matches = sorted(glob.glob(os.path.expanduser(pat))) if glob.has_magic(pat) else [os.path.expanduser(pat)]
+        matches = [m for m in matches if Path(m).is_dir()]
+        if not matches:
+            warnings.append(f"runs entry {pat!r} matches no directory")
+            continue
+        for m in matches:
+            p = Path(m)
+            if not (p / "config.yaml").is_file():
+                subs = sorted(c.parent for c in p.glob("*/config.yaml")) or sorted(c.parent for c in p.glob("*/*/config.yaml"))
+                if subs:
+                    dirs.extend(subs)
+                    continue
+            dirs.append(p)
+    seen: set[Path] = set()
+    out = []
+    for d in dirs:
+        key = d.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out, warnings
+
+
 def collect_runs(run_dirs: Sequence[str | os.PathLike]) -> tuple[list[RunResult], list[str]]:
     """:func:`read_run` on every directory; returns ``(usable runs, one warning per skipped directory)``."""
     results, skipped = [], []
@@ -159,7 +198,7 @@ def collect_runs(run_dirs: Sequence[str | os.PathLike]) -> tuple[list[RunResult]
 
 
 def _row_order(label: str) -> tuple[int, str]:
-    order = list(ATTENTION_ROWS.values())
+    order = list(_OUR_ROWS)
     return (order.index(label) if label in order else len(order), label)
 
 
@@ -229,16 +268,10 @@ def _data_desc(data: Mapping) -> str:
     return ", ".join(f"{k}={v}" for k, v in data.items())
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    from .harness import markdown_table
-
-    return markdown_table(header, rows)
-
-
 def lra_markdown(results: Sequence[RunResult], skipped: Sequence[str] = ()) -> str:
     """``lra_table.md``: the LRA table, the LM table (if any LM run), the runs used and the skipped ones."""
     header, rows, notes = lra_table(results)
-    lines = ["# Long Range Arena: our runs beside the published results", "", _md_table(header, rows), "",
+    lines = ["# Long Range Arena: our runs beside the published results", "", markdown_table(header, rows), "",
              *[f"- {n}" for n in notes]]
     lra_runs = [r for r in results if r.task != LM_TASK]
     if lra_runs:
@@ -247,10 +280,10 @@ def lra_markdown(results: Sequence[RunResult], skipped: Sequence[str] = ()) -> s
                      "compare with care.")
     lm_header, lm_rows = lm_table(results)
     if lm_rows:
-        lines += ["", "## Byte-level LM (bits per byte)", "", _md_table(lm_header, lm_rows), "",
+        lines += ["", "## Byte-level LM (bits per byte)", "", markdown_table(lm_header, lm_rows), "",
                   "- Not an LRA task: test bits per byte of the best run per attention type (lower is better)."]
     lines += ["", "## Runs used", "",
-              _md_table(["run", "task", "attention", "metric", "value", "majority class", "train wall time", "data"],
+              markdown_table(["run", "task", "attention", "metric", "value", "majority class", "train wall time", "data"],
                         [[str(r.run_dir), r.task, r.row, r.metric, f"{r.value:.2f}" if r.metric == "test/acc"
                           else f"{r.value:.3f}", "-" if r.baseline is None else f"{r.baseline:.2f}",
                           "-" if r.wall_time_s is None else f"{r.wall_time_s / 60:.1f} min", _data_desc(r.data)]
@@ -280,8 +313,7 @@ def plot_lra(results: Sequence[RunResult], path: str | os.PathLike) -> bool:
     families = list(PUBLISHED_TABLE1["rows"])
     for fam in families + [None]:
         for row in ours_rows:
-            row_fam = next((PUBLISHED_NAME[a] for a, lbl in ATTENTION_ROWS.items() if lbl == row), None)
-            if row_fam == fam:
+            if _OUR_ROWS.get(row) == fam:
                 series.append((row, [best[(row, t)].value if (row, t) in best else None for t in tasks],
                                _COLOURS.get(fam, "tab:purple"), False))
         if fam is not None:
@@ -320,8 +352,7 @@ def plot_lra(results: Sequence[RunResult], path: str | os.PathLike) -> bool:
         ax2 = axes[0][1]
         labels = [r[0] for r in lm_rows]
         vals = [float(r[1]) for r in lm_rows]
-        colours = [_COLOURS.get(next((PUBLISHED_NAME[a] for a, lbl in ATTENTION_ROWS.items() if lbl == lab), ""),
-                                "tab:purple") for lab in labels]
+        colours = [_COLOURS.get(_OUR_ROWS.get(lab, ""), "tab:purple") for lab in labels]
         ax2.bar(range(len(vals)), vals, color=colours, edgecolor="black", linewidth=0.6)
         for i, v in enumerate(vals):
             ax2.text(i, v, f"{v:.3f}", ha="center", va="bottom", fontsize=7)
@@ -339,8 +370,6 @@ def plot_lra(results: Sequence[RunResult], path: str | os.PathLike) -> bool:
 
 def print_lra(results: Sequence[RunResult]) -> None:
     """Print the LRA table (and the LM table) with rich."""
-    from ._common import print_tables
-
     header, rows, _ = lra_table(results)
     tables = [("Long Range Arena test accuracy (%): ours vs Tay et al. 2021, Table 1", header, rows)]
     lm_header, lm_rows = lm_table(results)
@@ -370,8 +399,6 @@ def lra_table_mode(cfg) -> dict[str, Any]:
             and what a usable run directory holds).
     """
     from omegaconf import OmegaConf
-
-    from ._common import expand_run_dirs
 
     runs = cfg.get("runs")
     if isinstance(runs, str):

@@ -11,7 +11,8 @@ gradient flows back, so activation memory does not grow with depth.
 Dropout is replayed exactly by recording the CPU and CUDA RNG states before F and G in the forward
 pass and restoring them (inside ``torch.random.fork_rng``, so the global generators are left as they
 were) in the recomputation; nothing is ever reseeded. LSH buckets drawn in the forward pass are reused
-in the recomputation (``record_buckets`` / ``replay_buckets`` on modules that hash).
+in the recomputation (a hashing module's ``bucket_mode``: ``"record"`` in the forward pass, ``"replay"`` in the
+recomputation).
 """
 
 from __future__ import annotations
@@ -21,28 +22,24 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import get_device_states, set_device_states
 
 
 class RNGState:
-    """A snapshot of the CPU generator and of the CUDA generators of ``devices``; ``replay()`` is a
+    """A snapshot of the CPU generator and of the generators of the accelerator devices that ``tensors`` live on
+    (``torch.utils.checkpoint.get_device_states``, as activation checkpointing takes it); ``replay()`` is a
     context manager that runs its body from that snapshot and then restores the previous states."""
 
-    def __init__(self, devices: Sequence[int]):
-        self.devices = list(devices)
+    def __init__(self, *tensors: torch.Tensor):
         self.cpu = torch.get_rng_state()
-        self.cuda = [torch.cuda.get_rng_state(d) for d in self.devices]
+        self.devices, self.device_states = get_device_states(*[t for t in tensors if t is not None])
 
     @contextmanager
     def replay(self):
         with torch.random.fork_rng(devices=self.devices, enabled=True):
             torch.set_rng_state(self.cpu)
-            for d, s in zip(self.devices, self.cuda):
-                torch.cuda.set_rng_state(s, d)
+            set_device_states(self.devices, self.device_states)
             yield
-
-
-def _cuda_devices(*tensors: torch.Tensor) -> list[int]:
-    return sorted({t.device.index or 0 for t in tensors if t is not None and t.is_cuda})
 
 
 def _set_bucket_mode(module: nn.Module, mode: str | None) -> None:
@@ -71,14 +68,14 @@ class ReversibleBlock:
 
     def __call__(self, x1, x2, padding_mask=None, global_attention_mask=None, record: bool = False):
         if record:
-            self._rng_f.append(RNGState(_cuda_devices(x2)))
+            self._rng_f.append(RNGState(x2))
             _set_bucket_mode(self.block, "record")
         try:
             y1 = x1 + self.f(x2, padding_mask, global_attention_mask)
         finally:
             _set_bucket_mode(self.block, None)
         if record:
-            self._rng_g.append(RNGState(_cuda_devices(y1)))
+            self._rng_g.append(RNGState(y1))
         y2 = x2 + self.g(y1)
         return y1, y2
 

@@ -3,12 +3,13 @@ check (preemption: :mod:`longdoc.lightning.preemption`)."""
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 import torch
 
 
@@ -101,28 +102,37 @@ class DDPConsistencyCheck(pl.Callback):
                                f"{self.tolerance}; check the strategy settings (static_graph for reversible layers)")
 
 
-class LastCheckpoint(ModelCheckpoint):
+class LastCheckpoint(Checkpoint):
     """Writes ``<dirpath>/<filename>.ckpt``, the complete training state (weights, optimizer, scheduler, loop
     progress, data position, RNG states), at the end of every validation during fit and when training ends.
 
     Lightning's ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saves a top-k
-    checkpoint, so after the best validation score stops improving it would lag behind; this one never does. Being a
-    ``ModelCheckpoint``, Lightning runs it after the other callbacks and after the best-checkpoint callback listed
-    before it, so the file holds their updated state.
+    checkpoint, so after the best validation score stops improving it would lag behind; this one never does. As a
+    ``Checkpoint`` callback Lightning runs it after the other callbacks (and after the checkpoint callbacks listed
+    before it), so the file holds their updated state.
+
+    Args:
+        dirpath: checkpoint directory. filename: file name without ``.ckpt``.
     """
 
     def __init__(self, dirpath: str, filename: str = "last"):
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, enable_version_counter=False,
-                         save_on_train_epoch_end=False)
-        self.CHECKPOINT_NAME_LAST = filename
+        super().__init__()
+        self.path = os.path.join(dirpath, f"{filename}.ckpt")
+        self._saved_step: int | None = None
+
+    def _save(self, trainer) -> None:
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.state.fn != "fit":
+            return
+        if self._saved_step == trainer.global_step:
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
 
     def on_validation_end(self, trainer, pl_module):
-        if not self._should_skip_saving_checkpoint(trainer):
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._save(trainer)
 
     def on_train_end(self, trainer, pl_module):
-        if trainer.global_step != self._last_global_step_saved and not trainer.fast_dev_run:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        self._save(trainer)
 
 
 class PeriodicLastCheckpoint(ModelCheckpoint):

@@ -19,7 +19,7 @@ class CausalLM(nn.Module):
     tied embeddings), because the embedding is initialised N(0, 1) and unscaled logits would start with a
     standard deviation of about ``sqrt(d_model)``.
 
-    Causality is the attention modules' job (``attention.causal=true``; ``validate_config`` turns it on for
+    Causality is the attention modules' job (``attention.causal=true``; ``longdoc.config.apply_task_defaults`` turns it on for
     the ``lm`` task). With LSH attention it is exact only within Reformer's chunking: which earlier positions
     share a chunk with position t depends on the hash buckets of all positions, later ones included.
 
