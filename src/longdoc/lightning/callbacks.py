@@ -9,7 +9,7 @@ import sys
 import time
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
+from pytorch_lightning.callbacks import Checkpoint
 import torch
 
 
@@ -102,6 +102,15 @@ class DDPConsistencyCheck(pl.Callback):
                                f"{self.tolerance}; check the strategy settings (static_graph for reversible layers)")
 
 
+def save_with_logs(trainer, path: str) -> None:
+    """Flush every logger (``logger.save()``: the CSV rows and TensorBoard events buffered so far), then
+    ``trainer.save_checkpoint(path)``: when a checkpoint of step S exists, everything logged before it is on
+    disk, so a run killed right after the save resumes without a gap in its logs."""
+    for lg in trainer.loggers:
+        lg.save()
+    trainer.save_checkpoint(path)
+
+
 class LastCheckpoint(Checkpoint):
     """Writes ``<dirpath>/<filename>.ckpt``, the complete training state (weights, optimizer, scheduler, loop
     progress, data position, RNG states), at the end of every validation during fit and when training ends.
@@ -109,7 +118,7 @@ class LastCheckpoint(Checkpoint):
     Lightning's ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saves a top-k
     checkpoint, so after the best validation score stops improving it would lag behind; this one never does. As a
     ``Checkpoint`` callback Lightning runs it after the other callbacks (and after the checkpoint callbacks listed
-    before it), so the file holds their updated state.
+    before it), so the file holds their updated state. The loggers are flushed first (:func:`save_with_logs`).
 
     Args:
         dirpath: checkpoint directory. filename: file name without ``.ckpt``.
@@ -125,7 +134,7 @@ class LastCheckpoint(Checkpoint):
             return
         if self._saved_step == trainer.global_step:
             return
-        trainer.save_checkpoint(self.path)
+        save_with_logs(trainer, self.path)
         self._saved_step = trainer.global_step
 
     def on_validation_end(self, trainer, pl_module):
@@ -135,14 +144,31 @@ class LastCheckpoint(Checkpoint):
         self._save(trainer)
 
 
-class PeriodicLastCheckpoint(ModelCheckpoint):
-    """``ModelCheckpoint`` that writes ``last-step.ckpt`` every ``every_n_train_steps`` optimizer steps,
-    beside the ``last.ckpt`` written after each validation, so an interrupted run loses at most that many
-    steps. ``ckpt_path=last`` resumes from the newer of the two.
+class PeriodicLastCheckpoint(LastCheckpoint):
+    """Writes ``<dirpath>/last-step.ckpt`` every ``every_n_train_steps`` optimizer steps (at the end of the batch
+    that completes the step, where Lightning's own step checkpoints are taken and from where its loops resume),
+    beside the ``last.ckpt`` written after each validation, so a run killed without a signal loses at most that
+    many steps; ``ckpt_path=auto`` resumes from the newer of the two. The loggers are flushed first
+    (:func:`save_with_logs`): after a kill -9 only the log row of the batch that wrote the checkpoint (sent to the
+    loggers right after it) can be missing.
+
+    Raises:
+        ValueError: ``every_n_train_steps`` < 1.
     """
 
-    CHECKPOINT_NAME_LAST = "last-step"
+    def __init__(self, dirpath: str, every_n_train_steps: int = 200, filename: str = "last-step"):
+        super().__init__(dirpath=dirpath, filename=filename)
+        if every_n_train_steps < 1:
+            raise ValueError(f"every_n_train_steps must be >= 1, got {every_n_train_steps}; set "
+                             "callbacks.last_every_n_steps.every_n_train_steps (or the entry to null)")
+        self.every_n_train_steps = int(every_n_train_steps)
 
-    def __init__(self, dirpath: str, every_n_train_steps: int = 200):
-        super().__init__(dirpath=dirpath, save_top_k=0, save_last=True, every_n_train_steps=every_n_train_steps,
-                         enable_version_counter=False)
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step % self.every_n_train_steps == 0:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module):
+        pass
+
+    def on_train_end(self, trainer, pl_module):
+        pass

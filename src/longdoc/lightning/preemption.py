@@ -27,6 +27,8 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
+from .callbacks import save_with_logs
+
 log = logging.getLogger("longdoc")
 
 #: Environment variable with which submitit names its preemption / time-limit signal (default ``USR2``).
@@ -116,7 +118,7 @@ class PreemptionCheckpoint(pl.Callback):
         if self.received is None:
             self.received = signal.SIGTERM
         path = f"{self.dirpath}/{self.filename}.ckpt"
-        trainer.save_checkpoint(path)
+        save_with_logs(trainer, path)
         self.saved_path = path
         if trainer.is_global_zero:
             log.warning("%s: saved %s at global step %d; the run resumes there with ckpt_path=auto in the same run "
