@@ -45,6 +45,7 @@ from .lra_pathfinder import LRAPathfinderDataModule, read_pathfinder_metadata
 from .lra_retrieval import LRARetrievalDataModule, read_aan_tsv
 from .lra_text import LRATextDataModule, load_imdb, read_aclimdb
 from .samplers import LengthBucketBatchSampler, RandomWindowBatchSampler, padding_fraction
+from .stdlib_packages import StdlibPackagesDataModule
 from .text_classification import TextClassificationDataModule
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "PaddingCollator",
     "PairedSequenceDataset",
     "RandomWindowBatchSampler",
+    "StdlibPackagesDataModule",
     "TextClassificationDataModule",
     "TokenSequenceDataset",
     "carve_validation",
