@@ -4,6 +4,8 @@
   ``trainer.max_epochs=abc`` fails naming the key and the type) and range-checked (``optimizer.lr=0``,
   ``model.dropout=1.5`` fail naming the key, the rule and an example fix), plus the cross-field rules
   (``model.n_heads`` dividing ``model.d_model``, ``optimizer.in_backward`` with clipping, ...).
+* :func:`task_of`: the task trained: the root key ``task`` (classification, retrieval, lm, mlm) or, when it is null,
+  the data module's own; lm and mlm are self-pretraining objectives that read any data module's batches.
 * :func:`apply_task_defaults`: the in-place changes a task needs (causal attention for language modelling, the
   checkpoint monitor), each logged.
 * :func:`reconcile_callbacks`: trainer switches that turn a callback off (``trainer.enable_progress_bar=false``)
@@ -26,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .attention import ATTENTION_REGISTRY
 from .checks import check_positive_int
+from .models import PRETRAINING_TASKS, SPAN_SAMPLINGS, TASKS, check_masking
 
 log = logging.getLogger("longdoc")
 
@@ -35,19 +38,24 @@ class ConfigError(ValueError):
 
 
 #: Checkpoint selection per task when ``callbacks.model_checkpoint`` monitors another task's default:
-#: accuracy for the classifiers (as LRA), bits per byte for language modelling.
+#: accuracy for the classifiers (as LRA), bits per byte for language modelling, bits per masked token for masked
+#: language modelling (the cross-entropy, a proper scoring rule; masked-token accuracy is logged too but moves in
+#: coarse steps and ignores how confident the wrong predictions are).
 TASK_MONITOR: dict[str, tuple[str, str]] = {
     "classification": ("val/acc", "max"),
     "retrieval": ("val/acc", "max"),
     "lm": ("val/bpb", "min"),
+    "mlm": ("val/bpt", "min"),
 }
 #: Whether higher (``max``) or lower (``min``) is better, by the last part of a metric's name.
-METRIC_MODES: dict[str, str] = {"acc": "max", "loss": "min", "bpb": "min"}
+METRIC_MODES: dict[str, str] = {"acc": "max", "loss": "min", "bpb": "min", "mlm_acc": "max", "mlm_loss": "min",
+                                "bpt": "min"}
 #: Validation metrics each task logs (see ``LongDocModule``) and whether higher is better.
 TASK_VAL_METRICS: dict[str, dict[str, str]] = {
     "classification": {"val/acc": "max", "val/loss": "min"},
     "retrieval": {"val/acc": "max", "val/loss": "min"},
     "lm": {"val/bpb": "min", "val/loss": "min"},
+    "mlm": {"val/bpt": "min", "val/mlm_loss": "min", "val/mlm_acc": "max"},
 }
 
 
@@ -268,9 +276,22 @@ class RuntimeSchema:
 
 
 @dataclass
+class MLMSchema:
+    """``mlm``: masking for ``task=mlm`` (:func:`longdoc.models.mask_tokens`; BERT's rates by default)."""
+
+    mask_rate: float = 0.15
+    mask_token_ratio: float = 0.8
+    random_token_ratio: float = 0.1
+    span_length: float = 1.0
+    span_sampling: str = "geometric"
+    seed: int = 0
+
+
+@dataclass
 class RootSchema:
     """Top-level keys of ``train.yaml``."""
 
+    task: Optional[str] = None
     task_name: str = "train"
     seed: int = 42
     ckpt_path: Optional[str] = None
@@ -279,7 +300,7 @@ class RootSchema:
 
 
 SCHEMAS: dict[str, type] = {"optimizer": OptimizerSchema, "scheduler": SchedulerSchema, "model": ModelSchema,
-                            "trainer": TrainerSchema, "runtime": RuntimeSchema}
+                            "trainer": TrainerSchema, "runtime": RuntimeSchema, "mlm": MLMSchema}
 PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
 
@@ -388,8 +409,10 @@ def check_config(cfg: DictConfig) -> None:
             ``model.d_model``; non-positive ``model.d_model`` / ``n_heads`` / ``depth``, ``attention.bucket_size`` /
             ``attention_window`` / ``n_hashes``; ``trainer.precision`` unknown; ``runtime.cpu_allocator`` not tuned /
             default; ``optimizer.in_backward`` with clipping, accumulation, fp16 or DDP
-            (:func:`check_optimizer_in_backward`).
+            (:func:`check_optimizer_in_backward`); ``task`` unknown or not runnable on the data (:func:`task_of`);
+            invalid ``mlm`` masking settings (:func:`check_mlm`).
     """
+    task_of(cfg)  # first: optimized_metric's default resolves through it
     name = OmegaConf.select(cfg, "attention.name")
     if name not in ATTENTION_REGISTRY:
         raise ConfigError(f"attention.name={name!r} is unknown: choose one of {sorted(ATTENTION_REGISTRY)} "
@@ -415,9 +438,29 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"runtime.cpu_allocator={allocator!r} is unknown: choose one of {list(CPU_ALLOCATORS)} "
                           "(tuned = glibc reuses freed memory, see longdoc.runtime)")
     check_optimizer_in_backward(cfg)
+    check_mlm(cfg)
 
 
-def task_of(cfg: DictConfig) -> str:
+def check_mlm(cfg: DictConfig) -> None:
+    """The ``mlm`` masking settings are consistent (:func:`longdoc.models.check_masking`), whatever the task.
+
+    Raises:
+        ConfigError: e.g. ``mlm.mask_rate=0``, ratios summing to more than 1, ``mlm.span_sampling`` unknown.
+    """
+    node = cfg.get("mlm")
+    if node is None:
+        return
+    opts = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "seed"}
+    if opts.get("span_sampling", "geometric") not in SPAN_SAMPLINGS:
+        raise ConfigError(f"mlm.span_sampling={opts['span_sampling']!r} is unknown: choose one of "
+                          f"{list(SPAN_SAMPLINGS)} (e.g. mlm.span_sampling=geometric)")
+    try:
+        check_masking(**opts)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+
+
+def data_task_of(cfg: DictConfig) -> str:
     """The task of the data module ``cfg.data`` (its class's ``task`` attribute; no object is built).
 
     Raises:
@@ -431,10 +474,41 @@ def task_of(cfg: DictConfig) -> str:
                           "e.g. `python train.py data=listops`") from err
 
 
+def check_task_choice(task: Any, data_task: str) -> str:
+    """``task`` (the root key; None = ``data_task``) made the task to train.
+
+    Raises:
+        ConfigError: ``task`` not one of :data:`longdoc.models.TASKS`; classification / retrieval on another task's
+            data (only lm and mlm read any data module's batches).
+    """
+    if task is None:
+        return data_task
+    if task not in TASKS:
+        raise ConfigError(f"task={task!r} is unknown: choose one of {list(TASKS)}, or task=null for the data module's "
+                          f"own task ({data_task}); lm and mlm self-pretrain on any data")
+    if task != data_task and task not in PRETRAINING_TASKS:
+        raise ConfigError(f"task={task} needs {task} data, but this data module's task is {data_task}: use task=null "
+                          f"({data_task}) or a self-pretraining objective, task=lm or task=mlm")
+    return str(task)
+
+
+def task_of(cfg: DictConfig) -> str:
+    """The task trained: ``cfg.task`` when set (``lm`` / ``mlm`` self-pretrain on any data module's batches), else
+    the task of the data module ``cfg.data`` (:func:`data_task_of`; no object is built).
+
+    Raises:
+        ConfigError: ``data._target_`` cannot be imported; ``task`` unknown or not runnable on the data
+            (:func:`check_task_choice`).
+    """
+    task = OmegaConf.select(cfg, "task", default=None)
+    return check_task_choice(task, data_task_of(cfg))
+
+
 def apply_task_defaults(cfg: DictConfig, task: str) -> list[str]:
     """The in-place changes a task needs, each logged; returns the keys changed.
 
     * ``lm``: every attention the model uses becomes causal (:func:`make_causal_for_lm`).
+    * ``mlm``: a warning when an attention the model uses is causal (masked LM predicts from both sides).
     * every task: ``callbacks.model_checkpoint`` monitors a metric the task logs (:func:`select_checkpoint_monitor`).
 
     Raises:
@@ -442,6 +516,11 @@ def apply_task_defaults(cfg: DictConfig, task: str) -> list[str]:
             not a validation metric of the task.
     """
     changed = make_causal_for_lm(cfg) if task == "lm" else []
+    if task == "mlm":
+        for key in used_attention_keys(cfg):
+            if OmegaConf.select(cfg, f"{key}.causal", default=False):
+                log.warning("task mlm with %s.causal=true: a masked token is predicted from both sides, but this "
+                            "attention sees only the left; set %s.causal=false", key, key)
     if task in TASK_VAL_METRICS:
         select_checkpoint_monitor(cfg, task)
         metric = cfg.get("optimized_metric")

@@ -8,8 +8,9 @@
   as Hydra writes them with ``/`` replaced, cut to 48 characters plus an 8-hex-digit SHA-1 of the whole string when
   longer (the full overrides are in the job's ``.hydra/overrides.yaml``), so a dozen overrides never exceed a file
   name's 255 bytes.
-* ``${longdoc.val_metric:${data._target_}}``: the validation metric a data module's task is tuned and checkpointed
-  on (``val/acc`` for classification and retrieval, ``val/bpb`` for language modelling).
+* ``${longdoc.val_metric:${data._target_},${task}}``: the validation metric the task is tuned and checkpointed on:
+  ``task`` when set, else the data module's task (``val/acc`` for classification and retrieval, ``val/bpb`` for
+  language modelling, ``val/bpt`` for masked language modelling).
 * ``${longdoc.metric_mode:${optimized_metric}}`` -> ``max`` / ``min`` (Lightning's ModelCheckpoint, EarlyStopping);
   ``${longdoc.metric_direction:...}`` -> ``maximize`` / ``minimize`` (Optuna).
 """
@@ -49,16 +50,23 @@ def short_dirname(overrides: str | None) -> str:
     return f"{text[:SHORT_DIRNAME_CHARS].rstrip('_,=')}-{digest}"
 
 
-def val_metric(data_target: str) -> str:
-    """The validation metric of the task of the data module class ``data_target`` (its ``task`` attribute).
+def val_metric(data_target: str, task: str | None = None) -> str:
+    """The validation metric of ``task`` (the root config key), or when it is None of the task of the data module
+    class ``data_target`` (its ``task`` attribute).
 
     Raises:
-        ValueError: the class cannot be imported or its task is unknown.
+        ValueError: the class cannot be imported; ``task`` (or the data's) is unknown, naming ``task`` and the
+            choices.
     """
     from hydra.utils import get_class
 
     from .config import TASK_MONITOR
 
+    if task is not None:
+        if task not in TASK_MONITOR:
+            raise ValueError(f"task={task!r} is unknown: choose one of {list(TASK_MONITOR)}, or task=null for the "
+                             "data module's own task")
+        return TASK_MONITOR[task][0]
     task = getattr(get_class(str(data_target)), "task", "classification")
     if task not in TASK_MONITOR:
         raise ValueError(f"data._target_={data_target} has task {task!r}: no validation metric is known for it; "
@@ -67,7 +75,8 @@ def val_metric(data_target: str) -> str:
 
 
 def metric_mode(metric: str) -> str:
-    """``max`` when higher is better for ``metric`` (``*/acc``), ``min`` for ``*/loss`` and ``*/bpb``.
+    """``max`` when higher is better for ``metric`` (``*/acc``, ``*/mlm_acc``), ``min`` for ``*/loss``, ``*/bpb``,
+    ``*/mlm_loss`` and ``*/bpt``.
 
     Raises:
         ValueError: a metric of another kind (naming ``optimized_metric``).

@@ -181,7 +181,8 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
-    """The LightningModule of ``cfg.model`` / ``optimizer`` / ``scheduler`` for ``datamodule``'s task and sizes.
+    """The LightningModule of ``cfg.model`` / ``optimizer`` / ``scheduler`` for the task (``cfg.task``, else
+    ``datamodule``'s: :func:`longdoc.config.task_of`), the ``mlm`` masking settings and ``datamodule``'s sizes.
 
     Raises:
         ConfigError: a model setting its constructor refused (the message names the key).
@@ -196,7 +197,9 @@ def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
             config=OmegaConf.to_container(cfg, resolve=True),
-            task=getattr(datamodule, "task", "classification"),
+            task=task_of(cfg),
+            data_task=getattr(datamodule, "task", "classification"),
+            mlm=OmegaConf.to_container(cfg.mlm, resolve=True) if cfg.get("mlm") is not None else None,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -1,4 +1,5 @@
-"""LightningModule for the three long-document tasks: classification, two-tower retrieval, byte-level LM."""
+"""LightningModule for the long-document tasks: classification, two-tower retrieval, byte-level LM, and the
+self-pretraining objectives (causal LM, masked LM) on the batches of any data module."""
 
 from __future__ import annotations
 
@@ -6,20 +7,27 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..data.base import IGNORE_INDEX
-from ..models import build_task_model, check_task, next_token_loss
+from ..data.base import CLS_ID, IGNORE_INDEX
+from ..models import (PRETRAINING_TASKS, build_task_model, check_masking, check_task, mask_tokens, masked_lm_loss,
+                      next_token_loss, next_token_targets)
 from ..optim import OptimizerInBackward
 
 #: Keys of the ``optimizer`` config.
 OPTIMIZER_KEYS = frozenset({"lr", "weight_decay", "betas", "eps", "in_backward"})
 #: Learning-rate decays after the warm-up (``scheduler.decay``).
 DECAYS = ("cosine", "rsqrt")
+#: Keys of the ``mlm`` config (masking, :func:`longdoc.models.mask_tokens`) and their defaults (BERT's).
+MLM_DEFAULTS: dict[str, Any] = {"mask_rate": 0.15, "mask_token_ratio": 0.8, "random_token_ratio": 0.1,
+                                "span_length": 1.0, "span_sampling": "geometric", "seed": 0}
+#: Stream of the validation / test masks (see :meth:`LongDocModule.mask_generator`).
+_STAGE_STREAM = {"train": 0, "val": 1, "test": 2}
 
 
 def warmup_cosine(step: int, *, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -68,6 +76,18 @@ class LongDocModule(pl.LightningModule):
       cross-entropy (float32) over the targets. Logged: ``{train,val,test}/loss`` (nats per byte) and
       ``{train,val,test}/bpb`` (bits per byte = loss / ln 2), both averaged over all predicted bytes of the
       epoch, and ``test/unigram_bpb`` (the data's unigram entropy, a baseline).
+      On classification / retrieval data (``data_task``; causal self-pretraining, Amos et al. 2023) the labels are
+      derived from ``input_ids`` (:func:`~longdoc.models.next_token_targets`: the next real token, never
+      ``<pad>`` / ``<cls>``), the batch's class labels are unused, and for retrieval only document 1 is read
+      (``input_ids``, ``padding_mask``, ``global_attention_mask``). ``bpb`` is then bits per token.
+    * ``mlm``: :class:`~longdoc.models.MaskedLM` on the batches of any data module (document 1 for retrieval;
+      labels unused): each batch is masked here (:func:`~longdoc.models.mask_tokens`, the ``mlm`` settings), on
+      the batch's device. Training masks draw from the global torch generator, which
+      :class:`~longdoc.lightning.ReproducibleRNG` seeds per batch; validation / test masks from a generator seeded
+      by ``(mlm.seed, stage, batch index, rank)``, so every validation scores the same masked positions.
+      Logged: ``{train,val,test}/mlm_loss`` (nats per masked token), ``{stage}/mlm_acc`` (argmax accuracy on the
+      masked tokens) and ``{stage}/bpt`` (bits per masked token = mlm_loss / ln 2), each averaged over all masked
+      tokens of the epoch (sum states: exact under DDP).
 
     Labels equal to ``IGNORE_INDEX`` (-100: samples a distributed sampler repeats to give every rank the same number
     of batches) count in no loss and no metric, so a DDP validation or test sees every sample exactly once.
@@ -88,22 +108,45 @@ class LongDocModule(pl.LightningModule):
             ``min_lr_ratio`` at the last step) or 'rsqrt' (:func:`warmup_rsqrt`); total steps come from the trainer.
         config: the resolved run configuration, stored in the checkpoint so ``evaluate.py`` can rebuild
             the data module and model from the checkpoint alone.
-        task: 'classification' (default), 'retrieval' or 'lm'; saved in the hyperparameters, so
-            ``LongDocModule(**ckpt["hyper_parameters"])`` rebuilds the right model.
+        task: the training objective: 'classification' (default), 'retrieval', 'lm' or 'mlm'; saved in the
+            hyperparameters, so ``LongDocModule(**ckpt["hyper_parameters"])`` rebuilds the right model.
+        data_task: the data module's own task (default: ``task``); lm / mlm read the batches of any.
+        mlm: masking settings for ``task='mlm'`` (:data:`MLM_DEFAULTS`: mask_rate, mask_token_ratio,
+            random_token_ratio, span_length, span_sampling, seed).
 
     Raises:
-        ValueError: unknown ``task``, ``scheduler.decay`` or ``optimizer`` key; invalid model settings (key named);
-            ``optimizer.in_backward`` under a trainer of several processes (from ``configure_optimizers``).
+        ValueError: unknown ``task``, ``scheduler.decay``, ``optimizer`` or ``mlm`` key; a classification /
+            retrieval ``task`` on another task's data; invalid masking (:func:`~longdoc.models.check_masking`) or
+            model settings (key named); ``optimizer.in_backward`` under a trainer of several processes (from
+            ``configure_optimizers``).
     """
 
     def __init__(self, model: Mapping, num_classes: int, vocab_size: int, max_seq_len: int, pad_id: int = 0,
                  optimizer: Mapping | None = None, scheduler: Mapping | None = None,
-                 config: Mapping | None = None, task: str = "classification"):
+                 config: Mapping | None = None, task: str = "classification", data_task: str | None = None,
+                 mlm: Mapping | None = None):
         super().__init__()
         self.task = check_task(task)
+        self.data_task = check_task(data_task or task)
+        if self.data_task == "mlm":
+            raise ValueError("data_task='mlm' is not a data module's task: data modules declare classification, "
+                             "retrieval or lm")
+        if self.task != self.data_task and self.task not in PRETRAINING_TASKS:
+            raise ValueError(f"task={self.task} needs {self.task} data, but the data module's task is "
+                             f"{self.data_task}; on this data use task=null ({self.data_task}), lm or mlm")
         self.save_hyperparameters(logger=False)  # train.py logs the resolved run config itself
+        self.mlm_cfg = {**MLM_DEFAULTS, **dict(mlm or {})}
+        unknown = set(self.mlm_cfg) - set(MLM_DEFAULTS)
+        if unknown:
+            raise ValueError(f"mlm has unknown keys {sorted(unknown)}: the keys are {sorted(MLM_DEFAULTS)}")
+        # byte LM data: every id is a real byte (padding told apart by padding_mask); others: <pad>, <cls>
+        byte_data = self.data_task == "lm"
+        self.special_ids: tuple[int, ...] = () if byte_data else tuple(sorted({int(pad_id), CLS_ID}))
+        self.vocab_size = int(vocab_size)
+        if self.task == "mlm":
+            check_masking(**{k: v for k, v in self.mlm_cfg.items() if k != "seed"})
         self.net = build_task_model(task, num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
-                                    pad_id=pad_id, **dict(model))
+                                    pad_id=None if (byte_data and task == "mlm") else pad_id, **dict(model))
         self.optimizer_cfg = dict(optimizer or {})
         unknown = set(self.optimizer_cfg) - OPTIMIZER_KEYS
         if unknown:
@@ -117,18 +160,26 @@ class LongDocModule(pl.LightningModule):
             for stage in ("train", "val", "test"):
                 setattr(self, f"{stage}_nll", MeanMetric())
                 setattr(self, f"{stage}_bpb", BitsPerByte())
+        elif task == "mlm":
+            for stage in ("train", "val", "test"):
+                setattr(self, f"{stage}_mlm_nll", MeanMetric())
+                setattr(self, f"{stage}_mlm_acc", MeanMetric())
+                setattr(self, f"{stage}_bpt", BitsPerByte())
         else:
             for stage in ("train", "val", "test"):
                 setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX))
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Logits: (B, C) for classification / retrieval, (B, N, V) for lm."""
+        """Logits: (B, C) for classification / retrieval, (B, N, V) for lm, (B, N, V + 1) for mlm (of the batch as
+        given: masking is :meth:`mask_batch`'s job)."""
         args = [batch["input_ids"], batch.get("padding_mask"), batch.get("global_attention_mask")]
         if self.task == "retrieval":
             args += [batch.get("input_ids_2"), batch.get("padding_mask_2"), batch.get("global_attention_mask_2")]
         return self.net(*args)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def _step(self, batch, stage: str, batch_idx: int = 0) -> torch.Tensor:
+        if self.task == "mlm":
+            return self._mlm_step(batch, stage, batch_idx)
         if self.task == "lm":
             return self._lm_step(batch, stage)
         metric = getattr(self, f"{stage}_acc")
@@ -145,8 +196,65 @@ class LongDocModule(pl.LightningModule):
         self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=bsz)
         return loss
 
+    @staticmethod
+    def real_rows(batch: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """(B,) bool: the samples that are not repeats marked by the DDP sampler (class label, or every LM label,
+        ``IGNORE_INDEX``); None when the batch has no labels."""
+        labels = batch.get("labels")
+        if labels is None:
+            return None
+        return labels != IGNORE_INDEX if labels.dim() == 1 else (labels != IGNORE_INDEX).any(-1)
+
+    def lm_labels(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Next-token labels: the batch's own for LM data, else derived from ``input_ids`` (document 1 for
+        retrieval) by :func:`~longdoc.models.next_token_targets` (``<pad>`` / ``<cls>`` never targets)."""
+        if self.data_task == "lm":
+            return batch["labels"]
+        return next_token_targets(batch["input_ids"], batch.get("padding_mask"), special_ids=self.special_ids,
+                                  row_mask=self.real_rows(batch), ignore_index=IGNORE_INDEX)
+
+    def mask_generator(self, stage: str, batch_idx: int, device: torch.device) -> torch.Generator | None:
+        """None for training (the global generator, seeded per batch by ReproducibleRNG); for validation / test a
+        generator on ``device`` seeded by ``(mlm.seed, stage, batch_idx, global rank)``: the same masks each time."""
+        if stage == "train":
+            return None
+        words = np.random.SeedSequence([int(self.mlm_cfg["seed"]) & 0xFFFFFFFF, _STAGE_STREAM[stage], int(batch_idx),
+                                        int(self.global_rank)]).generate_state(2)
+        gen = torch.Generator(device=device)
+        gen.manual_seed((int(words[0]) << 32 | int(words[1])) & 0x7FFF_FFFF_FFFF_FFFF)
+        return gen
+
+    def mask_batch(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(masked_ids, labels)`` of document 1 (:func:`~longdoc.models.mask_tokens` with the ``mlm`` settings;
+        the mask token is ``vocab_size``; ``<pad>`` / ``<cls>``, global tokens, padding and DDP repeats never
+        masked)."""
+        opts = {k: v for k, v in self.mlm_cfg.items() if k != "seed"}
+        return mask_tokens(batch["input_ids"], batch.get("padding_mask"), vocab_size=self.vocab_size,
+                           mask_token_id=self.vocab_size, special_ids=self.special_ids,
+                           global_attention_mask=batch.get("global_attention_mask"), row_mask=self.real_rows(batch),
+                           ignore_index=IGNORE_INDEX, generator=generator, **opts)
+
+    def _mlm_step(self, batch, stage: str, batch_idx: int) -> torch.Tensor:
+        masked, labels = self.mask_batch(batch, self.mask_generator(stage, batch_idx, batch["input_ids"].device))
+        logits = self.net(masked, batch.get("padding_mask"), batch.get("global_attention_mask"))
+        loss, count, correct = masked_lm_loss(logits, labels, IGNORE_INDEX)
+        nll, acc, bpt = (getattr(self, f"{stage}_{name}") for name in ("mlm_nll", "mlm_acc", "bpt"))
+        on_step = stage == "train"
+        value = loss.detach()
+        if on_step:
+            nll(value, count)  # forward: accumulates and gives the batch value for the per-step log
+        else:
+            nll.update(value, count)
+        acc.update(correct.float() / count.clamp_min(1), count)  # weighted: sum(correct) / sum(count)
+        bpt.update(value, count)
+        self.log(f"{stage}/mlm_loss", nll, on_step=on_step, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/mlm_acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/bpt", bpt, on_step=False, on_epoch=True)
+        return loss
+
     def _lm_step(self, batch, stage: str) -> torch.Tensor:
-        loss, count = next_token_loss(self(batch), batch["labels"], IGNORE_INDEX)
+        loss, count = next_token_loss(self(batch), self.lm_labels(batch), IGNORE_INDEX)
         nll, bpb = getattr(self, f"{stage}_nll"), getattr(self, f"{stage}_bpb")
         on_step = stage == "train"
         value = loss.detach()
@@ -160,16 +268,18 @@ class LongDocModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        return self._step(batch, "train", batch_idx)
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        self._step(batch, "val", batch_idx)
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        self._step(batch, "test", batch_idx)
 
     def on_test_epoch_end(self):
         dm = getattr(self.trainer, "datamodule", None)
+        if self.task == "mlm" or self.task != self.data_task:  # the data's baselines are for its own task
+            return
         if self.task == "lm":
             base = getattr(dm, "unigram_bits_per_byte", None)
             if base is not None:

@@ -10,11 +10,17 @@ from torch import nn
 from .classifier import SequenceClassifier
 from .encoder import Encoder
 from .heads import RetrievalHead, SequenceClassificationHead, pool
-from .lm import CausalLM, next_token_loss
+from .lm import CausalLM, next_token_loss, next_token_targets
+from .mlm import SPAN_SAMPLINGS, MaskedLM, check_masking, mask_tokens, masked_lm_loss, span_mask
 from .retrieval import RetrievalClassifier
 
-#: The tasks a data module can declare (``LongDocDataModule.task``).
-TASKS: tuple[str, ...] = ("classification", "retrieval", "lm")
+#: The tasks a model can be trained on: a data module's own (``LongDocDataModule.task``: classification, retrieval,
+#: lm) and the self-pretraining objectives that read any data module's batches (lm, mlm; the root config key ``task``).
+TASKS: tuple[str, ...] = ("classification", "retrieval", "lm", "mlm")
+#: The tasks a data module can declare.
+DATA_TASKS: tuple[str, ...] = ("classification", "retrieval", "lm")
+#: Tasks whose targets are derived from ``input_ids`` alone, so they run on the batches of any data module.
+PRETRAINING_TASKS: tuple[str, ...] = ("lm", "mlm")
 
 # model.* keys that belong to some tasks only; the others are dropped for the rest (conf/model/encoder.yaml
 # carries them all so one model config serves every task).
@@ -22,7 +28,7 @@ _TASK_ONLY_KEYS: dict[str, tuple[str, ...]] = {
     "pooling": ("classification", "retrieval"),
     "head_dropout": ("classification", "retrieval"),
     "interaction": ("retrieval",),
-    "tie_word_embeddings": ("lm",),
+    "tie_word_embeddings": ("lm", "mlm"),
 }
 
 
@@ -33,18 +39,21 @@ def check_task(task: str) -> str:
         ValueError: any other value, naming the valid ones.
     """
     if task not in TASKS:
-        raise ValueError(f"task={task!r} is unknown: choose one of {list(TASKS)} (the data module's `task` attribute)")
+        raise ValueError(f"task={task!r} is unknown: choose one of {list(DATA_TASKS)} (a data module's task) or a "
+                         f"self-pretraining objective on any data, one of {list(PRETRAINING_TASKS)}")
     return task
 
 
 def build_task_model(task: str, *, num_classes: int, vocab_size: int, max_seq_len: int, pad_id: int = 0,
                      **model: Any) -> nn.Module:
     """The model of a task: :class:`SequenceClassifier` (classification), :class:`RetrievalClassifier`
-    (retrieval) or :class:`CausalLM` (lm, ``vocab_size`` outputs; ``pad_id`` unused, see :class:`CausalLM`).
+    (retrieval), :class:`CausalLM` (lm, ``vocab_size`` outputs; ``pad_id`` unused, see :class:`CausalLM`) or
+    :class:`MaskedLM` (mlm, ``vocab_size + 1`` ids: the mask token is ``vocab_size``; ``pad_id`` is its embedding's
+    zero row, None for byte data whose id 0 is a real byte).
 
     Args:
-        task: 'classification' | 'retrieval' | 'lm'.
-        num_classes, vocab_size, max_seq_len, pad_id: from the data module.
+        task: 'classification' | 'retrieval' | 'lm' | 'mlm'.
+        num_classes, vocab_size, max_seq_len, pad_id: from the data module (``num_classes`` unused by lm / mlm).
         **model: the ``model`` config (conf/model/encoder.yaml); keys of other tasks (``pooling``,
             ``head_dropout``, ``interaction``, ``tie_word_embeddings``) are ignored.
 
@@ -59,11 +68,14 @@ def build_task_model(task: str, *, num_classes: int, vocab_size: int, max_seq_le
     if task == "retrieval":
         return RetrievalClassifier(num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
                                    pad_id=pad_id, **kwargs)
+    if task == "mlm":
+        return MaskedLM(vocab_size=vocab_size, max_seq_len=max_seq_len, pad_id=pad_id, **kwargs)
     return CausalLM(vocab_size=vocab_size, max_seq_len=max_seq_len, **kwargs)
 
 
 __all__ = [
-    "TASKS", "build_task_model", "check_task",
+    "TASKS", "DATA_TASKS", "PRETRAINING_TASKS", "build_task_model", "check_task",
     "Encoder", "SequenceClassificationHead", "RetrievalHead", "pool",
-    "SequenceClassifier", "RetrievalClassifier", "CausalLM", "next_token_loss",
+    "SequenceClassifier", "RetrievalClassifier", "CausalLM", "next_token_loss", "next_token_targets",
+    "MaskedLM", "SPAN_SAMPLINGS", "check_masking", "mask_tokens", "masked_lm_loss", "span_mask",
 ]

@@ -53,6 +53,34 @@ class CausalLM(nn.Module):
         return self.lm_head(hidden * self.output_scale if self.tie_word_embeddings else hidden)
 
 
+def next_token_targets(input_ids: torch.Tensor, padding_mask: torch.Tensor | None = None, *,
+                       special_ids: tuple[int, ...] = (), row_mask: torch.Tensor | None = None,
+                       ignore_index: int = -100) -> torch.Tensor:
+    """Next-token labels for batches that carry none (causal self-pretraining on classification / retrieval data):
+    ``labels[b, t] = input_ids[b, t + 1]`` where position ``t + 1`` is a real token that is not a special id,
+    ``ignore_index`` elsewhere (after the last real token, at padding, at the last position, and where the next
+    token is e.g. ``<cls>``, which is never a target).
+
+    Args:
+        input_ids: (B, N) int64. padding_mask: (B, N) bool, True = real token (None: all real).
+        special_ids: ids that are never targets. row_mask: (B,) bool; rows where it is False get no target
+            (samples repeated to even out DDP shards).
+
+    Returns:
+        (B, N) int64 labels.
+    """
+    b, n = input_ids.shape
+    nxt = input_ids[:, 1:]
+    ok = torch.ones_like(nxt, dtype=torch.bool) if padding_mask is None else padding_mask[:, 1:].bool()
+    if special_ids:
+        ok = ok & ~torch.isin(nxt, torch.tensor(list(special_ids), device=input_ids.device, dtype=input_ids.dtype))
+    if row_mask is not None:
+        ok = ok & row_mask.bool().view(b, 1)
+    labels = torch.full_like(input_ids, ignore_index)
+    labels[:, :-1] = torch.where(ok, nxt, torch.full_like(nxt, ignore_index))
+    return labels
+
+
 def next_token_loss(logits: torch.Tensor, labels: torch.Tensor,
                     ignore_index: int = -100) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy (nats) over the positions with a target, computed in float32.
