@@ -211,6 +211,7 @@ class OptimizerSchema:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-8
     in_backward: bool = False
+    encoder_lr_ratio: float = 1.0
 
 
 @dataclass
@@ -239,6 +240,9 @@ class ModelSchema:
     reversible: bool = False
     gradient_checkpointing: bool = False
     attention_layers: Optional[list[str]] = None
+    init_from: Optional[str] = None
+    init_extend_positions: bool = False
+    freeze_embeddings: bool = False
     attention: Any = None
     attention_options: Any = None
     position: Any = None
@@ -297,6 +301,7 @@ class RootSchema:
     ckpt_path: Optional[str] = None
     optimized_metric: Optional[str] = None
     test: bool = True
+    stage: Optional[str] = None
 
 
 SCHEMAS: dict[str, type] = {"optimizer": OptimizerSchema, "scheduler": SchedulerSchema, "model": ModelSchema,
@@ -316,6 +321,8 @@ RANGE_RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("optimizer.lr", lambda v: v > 0, "> 0", "optimizer.lr=1e-3"),
     ("optimizer.weight_decay", lambda v: v >= 0, ">= 0", "optimizer.weight_decay=0.01"),
     ("optimizer.eps", lambda v: v > 0, "> 0", "optimizer.eps=1e-8"),
+    ("optimizer.encoder_lr_ratio", lambda v: v > 0, "> 0 (1.0: the encoder learns at optimizer.lr)",
+     "optimizer.encoder_lr_ratio=0.1"),
     ("optimizer.betas", lambda v: _in(0, 1, hi_open=True)(v), "in [0, 1) (two values)", "optimizer.betas=[0.9,0.98]"),
     ("scheduler.warmup_ratio", _in(0, 1, hi_open=True), "in [0, 1)", "scheduler.warmup_ratio=0.1"),
     ("scheduler.warmup_steps", lambda v: v >= 0, ">= 0", "scheduler.warmup_steps=1000"),

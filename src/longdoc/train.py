@@ -29,6 +29,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from .config import (ConfigError, apply_task_defaults, check_config, reconcile_callbacks, resolve_wandb_offline,
                      task_of)
 from .lightning import AtomicCheckpointIO, LongDocModule, exit_after_signal
+from .models.init_from import freeze_embeddings, init_encoder_from
 from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("longdoc")
@@ -182,13 +183,16 @@ def build_datamodule(cfg: DictConfig) -> Any:
 
 def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
     """The LightningModule of ``cfg.model`` / ``optimizer`` / ``scheduler`` for the task (``cfg.task``, else
-    ``datamodule``'s: :func:`longdoc.config.task_of`), the ``mlm`` masking settings and ``datamodule``'s sizes.
+    ``datamodule``'s: :func:`longdoc.config.task_of`), the ``mlm`` masking settings and ``datamodule``'s sizes;
+    with ``model.init_from`` its encoder starts from that checkpoint's (:func:`longdoc.models.init_from.init_encoder_from`,
+    logged), and ``model.freeze_embeddings`` stops the embeddings' gradients.
 
     Raises:
-        ConfigError: a model setting its constructor refused (the message names the key).
+        ConfigError: a model setting its constructor refused, or an ``init_from`` checkpoint that is missing, unreadable
+            or of other sizes (the message names the key / the tensor).
     """
     try:
-        return LongDocModule(
+        module = LongDocModule(
             model=OmegaConf.to_container(cfg.model, resolve=True),
             num_classes=datamodule.num_classes,
             vocab_size=datamodule.vocab_size,
@@ -203,6 +207,16 @@ def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    init_from = OmegaConf.select(cfg, "model.init_from")
+    if init_from:
+        try:
+            init_encoder_from(module.net.encoder, init_from,
+                              extend_positions=bool(OmegaConf.select(cfg, "model.init_extend_positions")))
+        except (FileNotFoundError, ValueError) as err:
+            raise ConfigError(str(err)) from err
+    if OmegaConf.select(cfg, "model.freeze_embeddings"):
+        freeze_embeddings(module.net.encoder)
+    return module
 
 
 def validate_config(cfg: DictConfig) -> tuple[Any, LongDocModule]:
@@ -306,6 +320,75 @@ def run_test(run: Run) -> dict[str, float]:
     return _scalars(results[0] if results else {})
 
 
+#: The stages of a self-pretraining recipe, in order (``stages`` in the config; ``stage=<name>`` runs one).
+STAGE_ORDER = ("pretrain", "finetune")
+
+
+def stage_config(cfg: DictConfig, name: str, output_dir: str | Path, init_from: str | Path | None) -> DictConfig:
+    """``cfg`` with ``cfg.stages.<name>`` merged over it (a nested mapping, e.g. ``{task: mlm, trainer: {max_steps:
+    800}}``),
+    ``stages`` / ``stage`` removed, its own ``paths.output_dir`` and, for ``finetune``, ``model.init_from`` (unless
+    the overrides set one). Interpolations (``optimized_metric`` follows ``task``) resolve in the stage's config.
+
+    Raises:
+        ConfigError: ``cfg.stages`` has no ``name``.
+    """
+    stages = cfg.get("stages") or {}
+    if name not in stages:
+        raise ConfigError(f"stage={name} but the config has no stages.{name}: choose one of {list(stages)}, or use an "
+                          "experiment=spt/<data> preset")
+    base = cfg.copy()
+    with open_dict(base):
+        base.pop("stages", None)
+        base.pop("stage", None)
+    out = OmegaConf.merge(base, stages[name] or {})
+    with open_dict(out):
+        out.paths.output_dir = str(output_dir)
+        if init_from is not None and not OmegaConf.select(out, "model.init_from"):
+            out.model.init_from = str(init_from)
+    return out
+
+
+def train_stages(cfg: DictConfig) -> dict[str, float]:
+    """Self-pretraining then fine-tuning in one run directory (Amos, Berant & Gupta 2023): each stage of
+    :data:`STAGE_ORDER` present in ``cfg.stages`` trains in ``<run dir>/<stage>/`` with its own checkpoints and logs
+    (so each resumes on its own after a preemption: ``ckpt_path=auto``), ``finetune`` from ``pretrain``'s encoder
+    (``model.init_from``). A stage whose ``metrics.json`` exists is finished and not run again. ``stage=<name>`` runs
+    only that stage (``stage=finetune`` then needs ``model.init_from``). Every stage's config is checked before the
+    first one starts. Writes ``<run dir>/metrics.json`` with each stage's metrics under ``<stage>/`` and returns it.
+
+    Raises:
+        ConfigError: an invalid stage config (before any stage runs); ``stage`` not in ``stages``.
+    """
+    out_dir = Path(cfg.paths.output_dir)
+    only = cfg.get("stage")
+    names = [only] if only else [n for n in STAGE_ORDER if n in (cfg.get("stages") or {})]
+    unknown = set(cfg.get("stages") or {}) - set(STAGE_ORDER)
+    if unknown:
+        raise ConfigError(f"stages has unknown entries {sorted(unknown)}: the stages are {list(STAGE_ORDER)}")
+    configs = {}
+    for name in names:
+        init = out_dir / "pretrain" if name == "finetune" and not only else None
+        configs[name] = stage_config(cfg, name, out_dir / name, init)
+        check_config(configs[name])
+        if name == "finetune" and not OmegaConf.select(configs[name], "model.init_from"):
+            raise ConfigError("stage=finetune needs model.init_from=<pretraining run dir or checkpoint>")
+    results: dict[str, float] = {}
+    for name in names:
+        done = out_dir / name / "metrics.json"
+        if done.is_file():
+            log.info("stage %s: finished before (%s), not run again", name, done)
+            metrics = json.loads(done.read_text())
+        else:
+            log.info("stage %s: training in %s", name, out_dir / name)
+            metrics = train(configs[name])
+        results.update({f"{name}/{k}": v for k, v in metrics.items()})
+    results["optimized_value"] = optimized_value(configs[names[-1]], metrics)  # the last stage's, for sweepers
+    if rank_zero_only.rank == 0:
+        (out_dir / "metrics.json").write_text(json.dumps(results, indent=2, sort_keys=True))
+    return results
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Run one training job: build -> fit -> test the best checkpoint -> ``metrics.json``; return the metrics.
 
@@ -322,6 +405,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         SystemExit: stopped by a preemption signal: after ``last.ckpt`` is saved and the job handed back to its
             launcher (:func:`longdoc.lightning.exit_after_signal`); the code is never 0.
     """
+    if cfg.get("stages"):
+        return train_stages(cfg)
     t0 = time.perf_counter()
     pl.seed_everything(cfg.seed, workers=True)
     run = build(cfg)
@@ -338,8 +423,13 @@ def train(cfg: DictConfig) -> dict[str, float]:
         metrics.update(run_test(run))
     _finish_loggers(run.loggers)
     metrics["wall_time_s"] = time.perf_counter() - t0
-    dm = run.datamodule
-    if getattr(dm, "task", "classification") == "lm":
+    dm, task = run.datamodule, run.module.task
+    data_task = getattr(dm, "task", "classification")
+    if task == "mlm":  # self-pretraining: no baseline of the data's own task applies
+        keys = ("test/mlm_acc", "test/bpt", "val/bpt")
+    elif task == "lm" and data_task != "lm":
+        keys = ("test/bpb", "val/bpb")
+    elif task == "lm":
         metrics["unigram_bpb"] = float(getattr(dm, "unigram_bits_per_byte", float("nan")))
         keys = ("test/bpb", "unigram_bpb", "val/bpb")
     else:
@@ -360,6 +450,8 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     Raises:
         ConfigError: ``optimized_metric`` names a test metric, or one the run did not log.
     """
+    if cfg.get("stages"):  # train_stages: the last stage's (its own optimized_metric)
+        return metrics.get("optimized_value")
     metric = cfg.get("optimized_metric")
     if not metric:
         return None

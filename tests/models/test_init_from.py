@@ -109,3 +109,43 @@ def test_freeze_embeddings_stops_their_gradients():
 def test_tile_rows_hand_example():
     t = torch.tensor([[1.0], [2.0], [3.0]])
     assert tile_rows(t, 7).flatten().tolist() == [1, 2, 3, 1, 2, 3, 1]
+
+
+def test_fine_tuning_starts_from_a_real_mlm_checkpoint(compose_cfg, tmp_path):
+    """A real two-stage run: MLM self-pretraining on ListOps, then classification from its encoder (one more token
+    row in the pretrained embedding: the [MASK] id), with a 10x lower encoder learning rate."""
+    from pathlib import Path
+
+    from longdoc.train import train, validate_config
+
+    pre_cfg = compose_cfg("task=mlm", "trainer.max_epochs=1", "trainer.limit_train_batches=3",
+                          "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0", "trainer.accelerator=cpu",
+                          "test=false", "attention=lsh")
+    train(pre_cfg)
+    pre_run = Path(pre_cfg.paths.output_dir)
+    pre_state = torch.load(pre_run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
+
+    cfg = compose_cfg(f"model.init_from={pre_run}", "optimizer.encoder_lr_ratio=0.1", "attention=lsh",
+                      f"paths.output_dir={tmp_path / 'ft'}")
+    _, module = validate_config(cfg)
+    own = module.net.encoder.state_dict()
+    for k, v in own.items():
+        src = pre_state[ENCODER_PREFIX + k]
+        assert torch.equal(v, src[: v.shape[0]] if k == "token_embedding.weight" else src), k
+    cfg.trainer.max_epochs, cfg.trainer.limit_train_batches, cfg.trainer.limit_val_batches = 1, 2, 1
+    cfg.trainer.num_sanity_val_steps, cfg.trainer.accelerator, cfg.test = 0, "cpu", False
+    cfg.trainer.log_every_n_steps = 1
+    train(cfg)
+    import csv
+
+    with open(tmp_path / "ft" / "csv" / "metrics.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("lr-AdamW/pg1")]
+    # groups: encoder (decay, no decay) at lr * 0.1, then the head (decay, no decay) at lr
+    for r in rows:
+        enc, head = float(r["lr-AdamW/pg1"]), float(r["lr-AdamW/pg3"])
+        assert enc == pytest.approx(0.1 * head) and float(r["lr-AdamW/pg2"]) == pytest.approx(enc)
+    bad = compose_cfg(f"model.init_from={pre_run}", "model.d_ff=48", "attention=lsh")
+    from longdoc.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"blocks.0.feed_forward.net.0.weight is \(64, 32\) .* but \(48, 32\)"):
+        validate_config(bad)

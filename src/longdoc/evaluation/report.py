@@ -86,18 +86,24 @@ class RunResult:
     wall_time_s: float | None = None
 
 
-def _row_label(attn_name: str, layers: Sequence[str] | None) -> str:
-    if layers:
-        return f"Mixed {'+'.join(str(x) for x in layers)} (ours)"
-    return attention_label(attn_name, "ours")
+#: What a self-pretrained run (experiment=spt/<data>: ``pretrain/`` + ``finetune/``) adds to its row label.
+SPT_SUFFIX = " + SPT"
 
 
-# our row labels of the single attention types, in table order, and the published family of each
-_OUR_ROWS = {attention_label(a, "ours"): family for a, family in ATTENTION_FAMILIES.items()}
+def _row_label(attn_name: str, layers: Sequence[str] | None, spt: bool = False) -> str:
+    label = f"Mixed {'+'.join(str(x) for x in layers)} (ours)" if layers else attention_label(attn_name, "ours")
+    return label.replace(" (ours)", f"{SPT_SUFFIX} (ours)") if spt else label
+
+
+# our row labels of the single attention types, in table order (each from scratch, then self-pretrained), and the
+# published family of each
+_OUR_ROWS = {_row_label(a, None, spt): family for a, family in ATTENTION_FAMILIES.items() for spt in (False, True)}
 
 
 def read_run(run_dir: str | os.PathLike) -> RunResult:
-    """Read ``config.yaml`` and ``metrics.json`` of one training run.
+    """Read ``config.yaml`` and ``metrics.json`` of one training run. A two-stage self-pretraining run directory
+    (``pretrain/`` and ``finetune/`` sub-directories, no ``config.yaml`` of its own) is read from its ``finetune``
+    stage, its row labelled ``... + SPT (ours)`` and its wall time the sum of both stages.
 
     Raises:
         RunSkipped: missing / unreadable ``config.yaml`` or ``metrics.json``, a data module that is neither an
@@ -107,7 +113,9 @@ def read_run(run_dir: str | os.PathLike) -> RunResult:
     from omegaconf import OmegaConf
 
     d = Path(run_dir)
-    cfg_path, met_path = d / "config.yaml", d / "metrics.json"
+    spt = not (d / "config.yaml").is_file() and (d / "finetune" / "config.yaml").is_file()
+    stage_dir = d / "finetune" if spt else d
+    cfg_path, met_path = stage_dir / "config.yaml", stage_dir / "metrics.json"
     if not cfg_path.is_file():
         raise RunSkipped(f"{d}: no config.yaml (not a train.py run directory)")
     if not met_path.is_file():
@@ -147,7 +155,9 @@ def read_run(run_dir: str | os.PathLike) -> RunResult:
         value *= 100.0
     base = metrics.get("majority_acc")
     wall = metrics.get("wall_time_s")
-    return RunResult(d, task, "mixed" if layers else str(attn), _row_label(str(attn), layers), metric, value, data,
+    if spt and wall is not None and (d / "pretrain" / "metrics.json").is_file():
+        wall = float(wall) + float(json.loads((d / "pretrain" / "metrics.json").read_text()).get("wall_time_s", 0.0))
+    return RunResult(d, task, "mixed" if layers else str(attn), _row_label(str(attn), layers, spt), metric, value, data,
                      baseline=None if base is None or metric != "test/acc" else 100.0 * float(base),
                      wall_time_s=None if wall is None else float(wall))
 

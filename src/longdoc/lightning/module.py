@@ -20,7 +20,7 @@ from ..models import (PRETRAINING_TASKS, build_task_model, check_masking, check_
 from ..optim import OptimizerInBackward
 
 #: Keys of the ``optimizer`` config.
-OPTIMIZER_KEYS = frozenset({"lr", "weight_decay", "betas", "eps", "in_backward"})
+OPTIMIZER_KEYS = frozenset({"lr", "weight_decay", "betas", "eps", "in_backward", "encoder_lr_ratio"})
 #: Learning-rate decays after the warm-up (``scheduler.decay``).
 DECAYS = ("cosine", "rsqrt")
 #: Keys of the ``mlm`` config (masking, :func:`longdoc.models.mask_tokens`) and their defaults (BERT's).
@@ -100,7 +100,8 @@ class LongDocModule(pl.LightningModule):
             chunk_size_feed_forward, attention: {name, ...}, position: {name, ...}, ...).
         num_classes, vocab_size, max_seq_len, pad_id: from the data module.
         optimizer: ``{lr, weight_decay, betas, eps}`` for ``torch.optim.AdamW`` (norms, biases and axial factors
-            get no weight decay), and ``in_backward``: True steps each parameter inside the backward pass and frees
+            get no weight decay), ``encoder_lr_ratio`` (the encoder's learning rate is ``lr`` times it, the head's
+            ``lr``: a lower rate for a pretrained encoder when fine-tuning; 1.0 = one rate), and ``in_backward``: True steps each parameter inside the backward pass and frees
             its gradient at once (:class:`~longdoc.optim.OptimizerInBackward`; the same updates, without
             all gradients alive at once; no gradient clipping, accumulation, fp16 or DDP, which ``validate_config``
             checks).
@@ -291,13 +292,19 @@ class LongDocModule(pl.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = {"lr": 1e-3, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-8, **self.optimizer_cfg}
-        decay, no_decay = [], []
+        ratio = float(cfg.get("encoder_lr_ratio", 1.0) or 1.0)
+        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
         for name, p in self.named_parameters():  # a tied weight comes once
             if not p.requires_grad:
                 continue
-            (no_decay if p.dim() < 2 or "norm" in name or name.endswith(".e1") or name.endswith(".e2") else decay).append(p)
+            no_decay = p.dim() < 2 or "norm" in name or name.endswith(".e1") or name.endswith(".e2")
+            in_encoder = ratio != 1.0 and name.startswith("net.encoder.")
+            groups.setdefault((in_encoder, no_decay), []).append(p)
+        # (encoder?, no decay?) -> one AdamW group; the encoder's learning rate is optimizer.lr * encoder_lr_ratio
         opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": cfg["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            [{"params": groups[key], "weight_decay": 0.0 if key[1] else cfg["weight_decay"],
+              "lr": cfg["lr"] * (ratio if key[0] else 1.0)}
+             for key in sorted(groups, key=lambda k: (not k[0], k[1])) if groups[key]],
             lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"],
         )
         if self.in_backward is not None:  # configure_optimizers ran before (e.g. a second fit)

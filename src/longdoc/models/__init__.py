@@ -32,6 +32,11 @@ _TASK_ONLY_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: model.* keys that say how to initialise a model (applied by ``longdoc.train.build_module``, never by the model's
+#: constructor, so rebuilding a model from a checkpoint's hyperparameters does not read the pretrained file again).
+BUILD_ONLY_KEYS: tuple[str, ...] = ("init_from", "init_extend_positions", "freeze_embeddings")
+
+
 def check_task(task: str) -> str:
     """Return ``task`` if it is one of :data:`TASKS`.
 
@@ -61,7 +66,8 @@ def build_task_model(task: str, *, num_classes: int, vocab_size: int, max_seq_le
         ValueError: unknown task; invalid model settings (key named).
     """
     check_task(task)
-    kwargs: Mapping[str, Any] = {k: v for k, v in model.items() if task in _TASK_ONLY_KEYS.get(k, TASKS)}
+    kwargs: Mapping[str, Any] = {k: v for k, v in model.items()
+                                 if task in _TASK_ONLY_KEYS.get(k, TASKS) and k not in BUILD_ONLY_KEYS}
     if task == "classification":
         return SequenceClassifier(num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
                                   pad_id=pad_id, **kwargs)
