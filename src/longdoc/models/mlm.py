@@ -44,10 +44,10 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .encoder import Encoder
+from .lm import next_token_loss
 
 #: ``span_sampling`` values: SpanBERT's geometric span lengths, or every span ``span_length`` long.
 SPAN_SAMPLINGS: tuple[str, ...] = ("geometric", "fixed")
@@ -203,15 +203,10 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
     Raises:
         ValueError: ``logits`` and ``labels`` disagree in shape.
     """
-    if logits.shape[:-1] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}: "
-                         "expected (B, N, V) and (B, N)")
+    loss, count = next_token_loss(logits, labels, ignore_index)  # the same masked mean NLL as the LM's
     keep = labels != ignore_index
-    count = keep.sum()
-    picked = logits[keep].float()
-    nll = F.cross_entropy(picked, labels[keep], reduction="sum")
-    correct = (picked.argmax(-1) == labels[keep]).sum()
-    return nll / count.clamp_min(1), count, correct
+    correct = (logits[keep].argmax(-1) == labels[keep]).sum()
+    return loss, count, correct
 
 
 class MaskedLM(nn.Module):
