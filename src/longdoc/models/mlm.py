@@ -44,10 +44,8 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
 
-from .encoder import Encoder
-from .lm import next_token_loss
+from .lm import CausalLM, next_token_loss
 
 #: ``span_sampling`` values: SpanBERT's geometric span lengths, or every span ``span_length`` long.
 SPAN_SAMPLINGS: tuple[str, ...] = ("geometric", "fixed")
@@ -209,7 +207,7 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor,
     return loss, count, correct
 
 
-class MaskedLM(nn.Module):
+class MaskedLM(CausalLM):
     """:class:`Encoder` with bidirectional attention followed by a linear head to ``vocab_size + 1`` ids (the
     data's ids and the mask token ``vocab_size``): ``logits[b, t]`` scores the original token at position ``t``.
 
@@ -235,18 +233,8 @@ class MaskedLM(nn.Module):
     """
 
     def __init__(self, vocab_size: int, tie_word_embeddings: bool = True, pad_id: int | None = 0, **encoder_kwargs):
-        super().__init__()
+        # the LM's encoder + tied head over one more id; only the attention (bidirectional) and the targets differ
+        super().__init__(vocab_size=int(vocab_size) + 1, tie_word_embeddings=tie_word_embeddings, pad_id=pad_id,
+                         **encoder_kwargs)
         self.vocab_size = int(vocab_size)
         self.mask_token_id = self.vocab_size
-        self.encoder = Encoder(vocab_size=self.vocab_size + 1, pad_id=pad_id, **encoder_kwargs)
-        d_model = encoder_kwargs["d_model"]
-        self.tie_word_embeddings = bool(tie_word_embeddings)
-        self.lm_head = nn.Linear(d_model, self.vocab_size + 1, bias=False)
-        if self.tie_word_embeddings:
-            self.lm_head.weight = self.encoder.token_embedding.weight
-        self.output_scale = d_model**-0.5 if self.tie_word_embeddings else 1.0
-
-    def forward(self, input_ids: torch.Tensor, padding_mask: torch.Tensor | None = None,
-                global_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        hidden = self.encoder(input_ids, padding_mask, global_attention_mask)
-        return self.lm_head(hidden * self.output_scale if self.tie_word_embeddings else hidden)
