@@ -236,19 +236,26 @@ class LongDocModule(pl.LightningModule):
                            global_attention_mask=batch.get("global_attention_mask"), row_mask=self.real_rows(batch),
                            ignore_index=IGNORE_INDEX, generator=generator, **opts)
 
+    @staticmethod
+    def _update_token_nll(nll: MeanMetric, bits: MeanMetric, loss: torch.Tensor, count: torch.Tensor,
+                          stage: str) -> bool:
+        """Accumulate a batch's mean NLL, weighted by its ``count`` targets, into ``nll`` and the bits metric;
+        returns whether the value is also logged per step (training)."""
+        value, on_step = loss.detach(), stage == "train"
+        if on_step:
+            nll(value, count)  # forward: accumulates and gives the batch value for the per-step log
+        else:
+            nll.update(value, count)
+        bits.update(value, count)
+        return on_step
+
     def _mlm_step(self, batch, stage: str, batch_idx: int) -> torch.Tensor:
         masked, labels = self.mask_batch(batch, self.mask_generator(stage, batch_idx, batch["input_ids"].device))
         logits = self.net(masked, batch.get("padding_mask"), batch.get("global_attention_mask"))
         loss, count, correct = masked_lm_loss(logits, labels, IGNORE_INDEX)
         nll, acc, bpt = (getattr(self, f"{stage}_{name}") for name in ("mlm_nll", "mlm_acc", "bpt"))
-        on_step = stage == "train"
-        value = loss.detach()
-        if on_step:
-            nll(value, count)  # forward: accumulates and gives the batch value for the per-step log
-        else:
-            nll.update(value, count)
+        on_step = self._update_token_nll(nll, bpt, loss, count, stage)
         acc.update(correct.float() / count.clamp_min(1), count)  # weighted: sum(correct) / sum(count)
-        bpt.update(value, count)
         self.log(f"{stage}/mlm_loss", nll, on_step=on_step, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/mlm_acc", acc, on_step=False, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/bpt", bpt, on_step=False, on_epoch=True)
@@ -257,13 +264,7 @@ class LongDocModule(pl.LightningModule):
     def _lm_step(self, batch, stage: str) -> torch.Tensor:
         loss, count = next_token_loss(self(batch), self.lm_labels(batch), IGNORE_INDEX)
         nll, bpb = getattr(self, f"{stage}_nll"), getattr(self, f"{stage}_bpb")
-        on_step = stage == "train"
-        value = loss.detach()
-        if on_step:
-            nll(value, count)  # forward: accumulates and gives the batch value for the per-step log
-        else:
-            nll.update(value, count)
-        bpb.update(value, count)
+        on_step = self._update_token_nll(nll, bpb, loss, count, stage)
         self.log(f"{stage}/loss", nll, on_step=on_step, on_epoch=True, prog_bar=True)
         self.log(f"{stage}/bpb", bpb, on_step=False, on_epoch=True, prog_bar=True)
         return loss
