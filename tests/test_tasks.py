@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from longdoc.config import ConfigError
 from longdoc.train import validate_config
-from longdoc.lightning import LongDocModule, warmup_rsqrt
+from longdoc.lightning import LongDocModule, warmup_constant, warmup_rsqrt
 from longdoc.models import CausalLM, RetrievalClassifier, SequenceClassifier
 from longdoc.train import train
 
@@ -163,7 +163,7 @@ def test_unknown_task_and_decay_are_errors():
     model = dict(d_model=16, n_heads=2, depth=1, d_ff=16, attention={"name": "full"}, position={"name": "none"})
     with pytest.raises(ValueError, match=r"task='qa' is unknown: choose one of \['classification', 'retrieval', 'lm'\]"):
         LongDocModule(model=model, num_classes=2, vocab_size=10, max_seq_len=8, task="qa")
-    with pytest.raises(ValueError, match=r"scheduler.decay='linear' is unknown: choose one of \['cosine', 'rsqrt'\]"):
+    with pytest.raises(ValueError, match=r"scheduler.decay='linear' is unknown: choose one of \['cosine', 'rsqrt', 'constant'\]"):
         LongDocModule(model=model, num_classes=2, vocab_size=10, max_seq_len=8, scheduler={"decay": "linear"})
     # checkpoints written before the task argument existed rebuild a classifier
     assert type(LongDocModule(model=model, num_classes=2, vocab_size=10, max_seq_len=8).net) is SequenceClassifier
@@ -177,3 +177,9 @@ def test_rsqrt_schedule_is_lras():
         lra = base * min(1.0, s / w) / math.sqrt(max(s, w))
         assert abs(warmup_rsqrt(step, warmup_steps=w) * base / math.sqrt(w) - lra) < 1e-12
     assert warmup_rsqrt(999, warmup_steps=w) == 1.0 and abs(warmup_rsqrt(3999, warmup_steps=w) - 0.5) < 1e-12
+
+
+def test_constant_schedule_after_warmup():
+    """Amos et al.'s constant_warmup: 1/W, 2/W, ... up to 1 at step W - 1, then 1 for ever (hand-computed)."""
+    assert [warmup_constant(s, warmup_steps=4) for s in range(7)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]
+    assert warmup_constant(0, warmup_steps=0) == 1.0

@@ -28,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .attention import ATTENTION_REGISTRY
 from .checks import check_positive_int
+from .lightning.module import DECAYS
 from .models import PRETRAINING_TASKS, SPAN_SAMPLINGS, TASKS, check_masking
 
 log = logging.getLogger("longdoc")
@@ -216,7 +217,7 @@ class OptimizerSchema:
 
 @dataclass
 class SchedulerSchema:
-    """``scheduler``: linear warm-up, then cosine or LRA's rsqrt decay."""
+    """``scheduler``: linear warm-up, then cosine, LRA's rsqrt decay, or constant."""
 
     warmup_ratio: Optional[float] = 0.1
     warmup_steps: Optional[int] = None
@@ -415,7 +416,7 @@ def check_config(cfg: DictConfig) -> None:
         ConfigError: unknown attention; a value of the wrong type or out of range; ``model.n_heads`` not dividing
             ``model.d_model``; non-positive ``model.d_model`` / ``n_heads`` / ``depth``, ``attention.bucket_size`` /
             ``attention_window`` / ``n_hashes``; ``trainer.precision`` unknown; ``runtime.cpu_allocator`` not tuned /
-            default; ``optimizer.in_backward`` with clipping, accumulation, fp16 or DDP
+            default; ``scheduler.decay`` unknown; ``optimizer.in_backward`` with clipping, accumulation, fp16 or DDP
             (:func:`check_optimizer_in_backward`); ``task`` unknown or not runnable on the data (:func:`task_of`);
             invalid ``mlm`` masking settings (:func:`check_mlm`).
     """
@@ -444,6 +445,10 @@ def check_config(cfg: DictConfig) -> None:
     if allocator not in CPU_ALLOCATORS:
         raise ConfigError(f"runtime.cpu_allocator={allocator!r} is unknown: choose one of {list(CPU_ALLOCATORS)} "
                           "(tuned = glibc reuses freed memory, see longdoc.runtime)")
+    decay = OmegaConf.select(cfg, "scheduler.decay", default="cosine")
+    if decay not in DECAYS:
+        raise ConfigError(f"scheduler.decay={decay!r} is unknown: choose one of {list(DECAYS)} "
+                          "(e.g. scheduler.decay=cosine)")
     check_optimizer_in_backward(cfg)
     check_mlm(cfg)
 

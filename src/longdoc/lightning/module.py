@@ -22,7 +22,7 @@ from ..optim import OptimizerInBackward
 #: Keys of the ``optimizer`` config.
 OPTIMIZER_KEYS = frozenset({"lr", "weight_decay", "betas", "eps", "in_backward", "encoder_lr_ratio"})
 #: Learning-rate decays after the warm-up (``scheduler.decay``).
-DECAYS = ("cosine", "rsqrt")
+DECAYS = ("cosine", "rsqrt", "constant")
 #: Keys of the ``mlm`` config (masking, :func:`longdoc.models.mask_tokens`) and their defaults (BERT's).
 MLM_DEFAULTS: dict[str, Any] = {"mask_rate": 0.15, "mask_token_ratio": 0.8, "random_token_ratio": 0.1,
                                 "span_length": 1.0, "span_sampling": "geometric", "seed": 0}
@@ -47,6 +47,14 @@ def warmup_rsqrt(step: int, *, warmup_steps: int) -> float:
     w = max(1, warmup_steps)
     s = step + 1
     return min(1.0, s / w) * math.sqrt(w / max(s, w))
+
+
+def warmup_constant(step: int, *, warmup_steps: int) -> float:
+    """LR multiplier: linear warm-up from 0 over ``warmup_steps``, then constant 1 (the ``constant_warmup``
+    scheduler of Amos, Berant & Gupta 2023's configs; transformers' ``get_constant_schedule_with_warmup``)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return 1.0
 
 
 class BitsPerByte(MeanMetric):
@@ -106,7 +114,8 @@ class LongDocModule(pl.LightningModule):
             all gradients alive at once; no gradient clipping, accumulation, fp16 or DDP, which ``validate_config``
             checks).
         scheduler: ``{warmup_steps | warmup_ratio, min_lr_ratio, decay}``; ``decay``: 'cosine' (default, to
-            ``min_lr_ratio`` at the last step) or 'rsqrt' (:func:`warmup_rsqrt`); total steps come from the trainer.
+            ``min_lr_ratio`` at the last step), 'rsqrt' (:func:`warmup_rsqrt`) or 'constant'
+            (:func:`warmup_constant`); total steps come from the trainer.
         config: the resolved run configuration, stored in the checkpoint so ``evaluate.py`` can rebuild
             the data module and model from the checkpoint alone.
         task: the training objective: 'classification' (default), 'retrieval', 'lm' or 'mlm'; saved in the
@@ -325,9 +334,13 @@ class LongDocModule(pl.LightningModule):
         warmup = self.scheduler_cfg.get("warmup_steps")
         if warmup is None:
             warmup = int(self.scheduler_cfg.get("warmup_ratio", 0.1) * total)
-        if self.scheduler_cfg.get("decay", "cosine") == "rsqrt":
+        decay = self.scheduler_cfg.get("decay", "cosine")
+        if decay == "rsqrt":
             def lr_lambda(s):
                 return warmup_rsqrt(s, warmup_steps=warmup)
+        elif decay == "constant":
+            def lr_lambda(s):
+                return warmup_constant(s, warmup_steps=warmup)
         else:
             min_ratio = float(self.scheduler_cfg.get("min_lr_ratio", 0.1))
 
