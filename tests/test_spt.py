@@ -59,13 +59,14 @@ def test_spt_presets_compose_and_a_bad_stage_fails_before_any_stage(compose_cfg)
 
 
 # The LRA-size presets against the settings of the authors' configs (github.com/IdoAmos/not-from-scratch,
-# configs/experiment/lra/transformer-lra-<task>{-mlm,}.yaml; masking 0.5 from its README), as
-# (depth, d_model, n_heads, d_ff, pretrain: batch, warm-up, epochs; finetune: batch, warm-up, epochs or steps)
+# configs/experiment/lra/transformer-lra-<task>{-mlm,}.yaml; masking ratios from the paper's section 2), as
+# (depth, d_model, n_heads, d_ff, mask rate, pretrain: batch, warm-up, epochs, steps, lr; finetune: the same); the
+# learning rates from the paper's Table 4 (appendix C.1)
 AMOS_SETTINGS = {
-    "text": (6, 512, 8, 2048, (32, 5000, 32, -1), (32, 2000, None, 50000)),
-    "retrieval": (4, 128, 4, 512, (32, 2000, 32, -1), (32, 5000, 32, -1)),
-    "image": (3, 64, 4, 128, (32, 2500, 50, -1), (50, 2000, 200, -1)),
-    "pathfinder": (4, 128, 8, 128, (32, 2500, 50, -1), (32, 5000, 200, -1)),
+    "text": (6, 512, 8, 2048, 0.15, (32, 5000, 32, -1, 5e-4), (32, 2000, None, 50000, 1e-4)),
+    "retrieval": (4, 128, 4, 512, 0.15, (32, 2000, 32, -1, 5e-3), (32, 5000, 32, -1, 5e-4)),
+    "image": (3, 64, 4, 128, 0.5, (32, 2500, 50, -1, 1e-3), (50, 2000, 200, -1, 1e-3)),
+    "pathfinder": (4, 128, 8, 128, 0.5, (32, 2500, 50, -1, 1e-3), (32, 5000, 200, -1, 5e-4)),
 }
 
 
@@ -74,19 +75,20 @@ def test_lra_spt_presets_compose_with_the_papers_settings(compose_cfg, task):
     from longdoc.config import check_config
     from longdoc.train import stage_config, validate_config
 
-    depth, d_model, n_heads, d_ff, pre_s, fin_s = AMOS_SETTINGS[task]
+    depth, d_model, n_heads, d_ff, mask_rate, pre_s, fin_s = AMOS_SETTINGS[task]
     cfg = compose_cfg(f"experiment=spt/{task}", "attention=local_global", tiny=False)
     pre = stage_config(cfg, "pretrain", "/tmp/x/pretrain", None)
     validate_config(pre)  # builds the data module and the model: no data is read
     fin = stage_config(cfg, "finetune", "/tmp/x/finetune", "/tmp/x/pretrain")
     check_config(fin)
-    for stage, (batch, warmup, epochs, steps) in ((pre, pre_s), (fin, fin_s)):
+    for stage, (batch, warmup, epochs, steps, lr) in ((pre, pre_s), (fin, fin_s)):
+        assert stage.optimizer.lr == pytest.approx(lr)
         assert (stage.model.depth, stage.model.d_model, stage.model.n_heads, stage.model.d_ff) == (
             depth, d_model, n_heads, d_ff)
         assert stage.model.dropout == 0.0 and stage.attention.dropout == 0.0
         assert stage.data.batch_size == batch and stage.scheduler.warmup_steps == warmup
         assert stage.trainer.max_steps == steps and (epochs is None or stage.trainer.max_epochs == epochs)
-    assert pre.task == "mlm" and pre.mlm.mask_rate == 0.5 and pre.scheduler.decay == "constant"
+    assert pre.task == "mlm" and pre.mlm.mask_rate == mask_rate and pre.scheduler.decay == "constant"
     assert fin.task is None and fin.model.init_from == "/tmp/x/pretrain"
 
 

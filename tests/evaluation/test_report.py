@@ -50,6 +50,9 @@ def test_lra_table_mode_writes_table_png_and_warns(compose_cfg, runs, tmp_path, 
     assert "| Transformer (Tay et al. 2021) | 36.37 | 64.27 | 57.46 | 42.44 | 71.40 | FAIL | 50.21 | 54.39 |" in md
     assert "| Reformer (Tay et al. 2021) | 37.27 | 56.10 | 53.40 | 38.07 | 68.50 | FAIL |" in md
     assert "| Longformer (Tay et al. 2021) | 35.63 | 62.85 | 56.89 | 42.22 | 69.71 | FAIL |" in md
+    # Amos et al. 2024's self-pretrained Transformer: the average its section 3.2 quotes (86.2), cells not guessed
+    assert "| Transformer + Rotary + Masked SPT (Amos et al. 2024) | ? | ? | ? | ? | ? | ? | - | 86.20 |" in md
+    assert "Never Train from Scratch" in md
     assert "## Byte-level LM (bits per byte)" in md and "| Reformer (ours) | 2.345 | 1 |" in md
     skipped = " ".join(r.getMessage() for r in caplog.records)
     assert "f_unfinished" in skipped and "no metrics.json" in skipped
