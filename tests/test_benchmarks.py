@@ -71,3 +71,18 @@ def test_max_length_search_stops_at_the_budget(tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "tight" / "maxlen.csv")))
     assert [(int(r["n"]), r["status"]) for r in rows] == [(512, "oom")]
     assert "Even N=512 does not fit" in (tmp_path / "tight" / "maxlen.md").read_text()
+
+
+@pytest.mark.slow
+def test_model_benchmark_writes_ratio_table_and_profile(tmp_path):
+    _run("model.py", "--lengths", "256", "--impls", "longdoc-lsh", "longdoc-full", "torch-transformer", "--repeats", "1",
+         "--warmup", "1", "--threads", "1", "--no-alloc-profile", out=tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "model.csv")))
+    assert {(r["impl"], r["status"]) for r in rows} == {("longdoc-lsh", "ok"), ("longdoc-full", "ok"),
+                                                        ("torch-transformer", "ok")}
+    assert all(float(r["time_s"]) > 0 and float(r["peak_mem_mib"]) > float(r["state_mib"]) > 0 for r in rows)
+    md = (tmp_path / "model.md").read_text()
+    assert "**full / torch-transformer time**" in md and "Machine:" in md and (tmp_path / "model.png").stat().st_size
+    out = _run("model.py", "--profile", "--lengths", "128", "--impls", "longdoc-local_global", "--warmup", "1",
+               "--threads", "1", "--profile-rows", "5", out=tmp_path / "profile")
+    assert "## longdoc-local_global, N=128" in out and "Self CPU time total" in out

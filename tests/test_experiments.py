@@ -28,7 +28,8 @@ LRA = {
 
 
 def test_every_preset_is_listed():
-    assert set(LRA) | {"lm/stdlib", "listops_lsh_deep", "spt/listops", "spt/stdlib_packages"} == set(EXPERIMENTS)  # spt: tests/test_spt.py
+    spt = {f"spt/{t}" for t in ("listops", "stdlib_packages", "text", "retrieval", "image", "pathfinder")}
+    assert set(LRA) | {"lm/stdlib", "listops_lsh_deep"} | spt == set(EXPERIMENTS)  # spt: tests/test_spt.py
 
 
 @pytest.mark.parametrize("name", sorted(LRA))

@@ -29,7 +29,9 @@ from omegaconf.errors import OmegaConfBaseException
 from .attention import ATTENTION_REGISTRY
 from .checks import check_positive_int
 from .lightning.module import DECAYS
+from .layers import NORM_POSITIONS
 from .models import PRETRAINING_TASKS, SPAN_SAMPLINGS, TASKS, check_masking
+from .pretrained import check_pretrained
 
 log = logging.getLogger("longdoc")
 
@@ -241,9 +243,16 @@ class ModelSchema:
     reversible: bool = False
     gradient_checkpointing: bool = False
     attention_layers: Optional[list[str]] = None
+    norm_position: str = "pre"
+    layer_norm_eps: float = 1e-5
+    activation_dropout: Optional[float] = None
+    type_vocab_size: int = 0
+    embedding_layer_norm: bool = False
+    pretrained: Any = None
     init_from: Optional[str] = None
     init_extend_positions: bool = False
     freeze_embeddings: bool = False
+    compile: bool = False
     attention: Any = None
     attention_options: Any = None
     position: Any = None
@@ -331,6 +340,10 @@ RANGE_RULES: list[tuple[str, Callable[[Any], bool], str, str]] = [
     ("model.dropout", _in(0, 1, hi_open=True), "a probability in [0, 1)", "model.dropout=0.1"),
     ("model.chunk_size_feed_forward", lambda v: v >= 0, ">= 0 (0 = no chunking)", "model.chunk_size_feed_forward=1024"),
     ("model.d_ff", lambda v: v > 0, "a positive integer", "model.d_ff=256"),
+    ("model.layer_norm_eps", lambda v: v > 0, "> 0", "model.layer_norm_eps=1e-5"),
+    ("model.activation_dropout", _in(0, 1, hi_open=True), "a probability in [0, 1) (null = model.dropout)",
+     "model.activation_dropout=0.0"),
+    ("model.type_vocab_size", lambda v: v >= 0, ">= 0 (0 = no token-type table)", "model.type_vocab_size=0"),
     ("trainer.max_epochs", lambda v: v == -1 or v >= 1, "-1 (no limit) or >= 1", "trainer.max_epochs=10"),
     ("trainer.min_epochs", lambda v: v >= 0, ">= 0", "trainer.min_epochs=null"),
     ("trainer.max_steps", lambda v: v == -1 or v >= 1, "-1 (no limit) or >= 1", "trainer.max_steps=10000"),
@@ -451,6 +464,49 @@ def check_config(cfg: DictConfig) -> None:
                           "(e.g. scheduler.decay=cosine)")
     check_optimizer_in_backward(cfg)
     check_mlm(cfg)
+    check_model_layout(cfg)
+
+
+def check_model_layout(cfg: DictConfig) -> None:
+    """``model.norm_position`` is pre / post (post not with ``model.reversible``), and ``model.pretrained`` names a
+    checkpoint the encoder can represent (:func:`longdoc.pretrained.check_pretrained`: only its config.json is read)
+    whose tokenizer the data use (``data.tokenizer_file``, which follows ``model.pretrained.path``).
+
+    Raises:
+        ConfigError: naming the key: an unknown ``model.norm_position``, post-norm with ``model.reversible``; a
+            ``model.pretrained`` with an unknown key or kind, a path that is not a BERT / RoBERTa / Longformer
+            checkpoint (the files found and expected), a config the encoder cannot represent, ``model.reversible`` /
+            ``model.attention_layers`` beside it, data without ``tokenizer_file``.
+    """
+    model = cfg.get("model")
+    if model is None:
+        return
+    norm = model.get("norm_position", "pre")
+    if norm not in NORM_POSITIONS:
+        raise ConfigError(f"model.norm_position={norm!r} is unknown: choose one of {list(NORM_POSITIONS)} "
+                          "(post = BERT / RoBERTa / Longformer's LN(x + f(x)))")
+    if norm == "post" and model.get("reversible"):
+        raise ConfigError("model.reversible=true needs model.norm_position=pre: the RevNet coupling has no place for "
+                          "post-norm's LayerNorm after the residual sum; use model.gradient_checkpointing=true instead")
+    if model.get("pretrained") is None:
+        return
+    container = OmegaConf.to_container(model, resolve=True)
+    try:
+        info = check_pretrained(container)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    if info is None:
+        return
+    data = cfg.get("data")
+    if data is not None and "tokenizer_file" not in data:
+        raise ConfigError(f"model.pretrained needs text data tokenized by the checkpoint's tokenizer, but "
+                          f"data._target_={data.get('_target_')} has no data.tokenizer_file; use data=stdlib_packages, "
+                          "text_classification, lra_text or lra_retrieval")
+    if data is not None and OmegaConf.select(cfg, "data.tokenizer_file") is None:
+        raise ConfigError(f"model.pretrained ({info.path}) needs the checkpoint's own tokens: set "
+                          f"data.tokenizer_file={info.tokenizer_file or '<tokenizer.json>'}"
+                          + ("" if info.tokenizer_file else
+                             f" ({info.path} has no tokenizer.json: give one saved for this checkpoint)"))
 
 
 def check_mlm(cfg: DictConfig) -> None:

@@ -29,7 +29,9 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from .config import (ConfigError, apply_task_defaults, check_config, reconcile_callbacks, resolve_wandb_offline,
                      task_of)
 from .lightning import AtomicCheckpointIO, LongDocModule, exit_after_signal
+from .models import compile_model
 from .models.init_from import freeze_embeddings, init_encoder_from
+from .pretrained import init_from_pretrained, pretrained_model_config, pretrained_spec
 from .runtime import tune_cpu_allocator
 
 log = logging.getLogger("longdoc")
@@ -181,23 +183,57 @@ def build_datamodule(cfg: DictConfig) -> Any:
         raise ConfigError(f"data: {getattr(err, '__cause__', None) or err}") from err
 
 
+def pretrained_sizes(cfg: DictConfig, datamodule: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """With ``model.pretrained``: the model config with the checkpoint's architecture and its vocabulary / pad id
+    (:func:`longdoc.pretrained.pretrained_model_config`), checked against the data's tokenizer; else ``cfg.model``
+    and the data's sizes.
+
+    Raises:
+        ConfigError: the checkpoint's errors; data tokenized otherwise than by the checkpoint's tokenizer (another
+            pad id, more ids than its vocabulary) or longer than its positions (names the keys).
+    """
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    sizes = {"vocab_size": datamodule.vocab_size, "pad_id": datamodule.pad_id}
+    try:
+        if pretrained_spec(model) is None:
+            return model, sizes
+        model, ckpt = pretrained_model_config(model, datamodule.max_seq_len)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    tokenizer = getattr(datamodule, "tokenizer_file", None)
+    if tokenizer is None:
+        raise ConfigError("model.pretrained needs data tokenized by the checkpoint's tokenizer.json: set "
+                          "data.tokenizer_file (it follows model.pretrained.path in the text data configs)")
+    if datamodule.pad_id != ckpt["pad_id"] or datamodule.vocab_size > ckpt["vocab_size"]:
+        raise ConfigError(f"data.tokenizer_file={tokenizer} gives pad id {datamodule.pad_id} and "
+                          f"{datamodule.vocab_size} ids, the checkpoint has pad_token_id={ckpt['pad_id']} and "
+                          f"vocab_size={ckpt['vocab_size']}: use the checkpoint's own tokenizer (leave "
+                          "data.tokenizer_file at its default, which follows model.pretrained.path)")
+    return model, ckpt
+
+
 def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
     """The LightningModule of ``cfg.model`` / ``optimizer`` / ``scheduler`` for the task (``cfg.task``, else
     ``datamodule``'s: :func:`longdoc.config.task_of`), the ``mlm`` masking settings and ``datamodule``'s sizes;
-    with ``model.init_from`` its encoder starts from that checkpoint's (:func:`longdoc.models.init_from.init_encoder_from`,
-    logged), and ``model.freeze_embeddings`` stops the embeddings' gradients.
+    with ``model.pretrained`` the architecture and vocabulary are the HF checkpoint's and its weights are copied in
+    (:func:`pretrained_sizes`, :func:`longdoc.pretrained.init_from_pretrained`, logged); then with
+    ``model.init_from`` its encoder starts from that checkpoint's (:func:`longdoc.models.init_from.init_encoder_from`,
+    logged), and ``model.freeze_embeddings`` stops the embeddings' gradients; ``model.compile`` compiles the encoder's
+    blocks (:func:`longdoc.models.compile_model`).
 
     Raises:
-        ConfigError: a model setting its constructor refused, or an ``init_from`` checkpoint that is missing, unreadable
-            or of other sizes (the message names the key / the tensor).
+        ConfigError: a model setting its constructor refused, an ``init_from`` checkpoint that is missing, unreadable
+            or of other sizes, or a ``model.pretrained`` checkpoint that does not fit (the message names the key /
+            the tensor).
     """
+    model, sizes = pretrained_sizes(cfg, datamodule)
     try:
         module = LongDocModule(
-            model=OmegaConf.to_container(cfg.model, resolve=True),
+            model=model,
             num_classes=datamodule.num_classes,
-            vocab_size=datamodule.vocab_size,
+            vocab_size=sizes["vocab_size"],
             max_seq_len=datamodule.max_seq_len,
-            pad_id=datamodule.pad_id,
+            pad_id=sizes["pad_id"],
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             scheduler=OmegaConf.to_container(cfg.scheduler, resolve=True),
             config=OmegaConf.to_container(cfg, resolve=True),
@@ -207,6 +243,11 @@ def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
+    if pretrained_spec(model) is not None:
+        try:
+            init_from_pretrained(module.net.encoder, model)
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
     init_from = OmegaConf.select(cfg, "model.init_from")
     if init_from:
         try:
@@ -216,6 +257,8 @@ def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
             raise ConfigError(str(err)) from err
     if OmegaConf.select(cfg, "model.freeze_embeddings"):
         freeze_embeddings(module.net.encoder)
+    if OmegaConf.select(cfg, "model.compile"):
+        compile_model(module.net)  # last: compiled graphs are specialised on requires_grad
     return module
 
 

@@ -267,3 +267,55 @@ def test_backend_choice_and_errors():
         local_global_attention(q, k, v, global_qkv=(q, k), **kw)
     with pytest.raises(ValueError, match="attention inputs must share one shape"):
         local_global_attention(q, k, v, global_qkv=(q, k, v[:, :, :5]), **kw)
+
+
+@pytest.mark.parametrize("store_max", [0, 10**9], ids=["recomputed", "kept"])
+@pytest.mark.parametrize("chunk_elems", [700, 10**9])
+def test_kept_and_recomputed_probabilities_give_the_dense_gradients(monkeypatch, store_max, chunk_elems):
+    """Backward from the probabilities kept in forward, or recomputed chunk by chunk: the same dense gradients, with
+    global keys (window / global weights per row), padding, causality, dilation and separate global projections."""
+    monkeypatch.setattr(lg, "_STORE_PROBS_MAX", store_max)
+    monkeypatch.setattr(lg, "_CHUNK_ELEMS", chunk_elems)
+    n, window, dilation = 57, 4, 2
+    q, k, v, pm, gm = _inputs(21, 3, 2, n, 4, torch.float64, 5, pad=20, grad=True)
+    qg, kg, vg, _, _ = _inputs(22, 3, 2, n, 4, torch.float64, 0, pad=1, grad=True)
+    for causal, global_qkv in ((False, None), (True, (qg, kg, vg))):
+        out = local_global_attention(q, k, v, attention_window=window, attention_dilation=dilation, causal=causal,
+                                     global_attention_mask=gm, padding_mask=pm, global_qkv=global_qkv)
+        if global_qkv is None:
+            ref, _ = dense_attention(q, k, v, feature_mask(n, window, gm, pm, causal=causal, dilation=dilation))
+        else:
+            ref = _separate_reference(q, k, v, qg, kg, vg, gm, pm, window, causal, dilation)
+        _check_rows(out, ref, pm, 1e-10)
+        inputs = (q, k, v) if global_qkv is None else (q, k, v, qg, kg, vg)
+        w = torch.randn_like(out) * pm[:, None, :, None]
+        for a, r in zip(torch.autograd.grad((out * w).sum(), inputs), torch.autograd.grad((ref * w).sum(), inputs)):
+            torch.testing.assert_close(a, r, atol=1e-10, rtol=1e-10)
+
+
+def test_recomputed_dropout_gradients_are_consistent(monkeypatch):
+    monkeypatch.setattr(lg, "_STORE_PROBS_MAX", 0)
+    test_dropout_gradients_are_consistent()
+
+
+def test_masks_and_band_are_built_once_per_forward_and_follow_in_place_changes(monkeypatch):
+    """The layers of a forward pass and the reversible recomputation share one band; a mask changed in place is seen."""
+    from longdoc.models import Encoder
+
+    built = []
+    post_init = lg._Band.__post_init__
+    monkeypatch.setattr(lg._Band, "__post_init__", lambda self: (built.append(1), post_init(self))[1])
+    torch.manual_seed(0)
+    enc = Encoder(vocab_size=20, d_model=16, n_heads=2, depth=3, d_ff=32,
+                  attention={"name": "local_global", "attention_window": 4}, position={"name": "axial"},
+                  max_seq_len=64, dropout=0.0, reversible=True).double()
+    ids = torch.randint(3, 20, (2, 37))
+    pm = torch.ones(2, 37, dtype=torch.bool)
+    gm = torch.zeros_like(pm)
+    gm[:, 0] = True
+    enc(ids, pm, gm).sum().backward()
+    assert len(built) == 1
+    pm[1, 25:] = False  # in place: the cached masks must not be reused
+    out = enc(ids, pm, gm)
+    assert len(built) == 2
+    torch.testing.assert_close(out, enc(ids, pm.clone(), gm.clone()), atol=0, rtol=0)

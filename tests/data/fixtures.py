@@ -231,3 +231,24 @@ def write_table(path: Path, rows: list[tuple[str, object]], text_key: str = "tex
     else:
         raise ValueError(path)
     return path
+
+
+# ----------------------------------------------------------------------------------- a pretrained tokenizer.json
+#: Ids of :func:`save_word_tokenizer`: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, then the words w4 ... w59.
+VOCAB = 60
+WORDS = [f"w{i}" for i in range(4, VOCAB)]
+
+
+def save_word_tokenizer(file: Path) -> Path:
+    """A HF ``tokenizers`` word-level tokenizer with BERT's template ``[CLS] $A [SEP]``, its own truncation (8) and
+    padding stored in the file (as sentence-transformers store theirs), written to ``file``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{w: i + 4 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.enable_truncation(8)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]", length=8)
+    tok.save(str(file))
+    return file

@@ -67,7 +67,8 @@ def full_attention(
     b, _, n, _ = check_qkv(q, k, v)
     padding_mask = check_mask("padding_mask", padding_mask, b, n)
     attn_mask = None
-    if padding_mask is not None and not bool(padding_mask.all()):
+    # (under torch.compile the mask is always applied: testing it for padding would break the graph)
+    if padding_mask is not None and (torch.compiler.is_compiling() or not bool(padding_mask.all())):
         # A row with no real key at all would give NaN: let such (fully padded) rows see every key.
         key_ok = padding_mask | ~padding_mask.any(dim=-1, keepdim=True)
         attn_mask = key_ok[:, None, None, :]

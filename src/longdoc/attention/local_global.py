@@ -14,13 +14,16 @@ Two backends compute the same function:
   of ``c`` tokens, and block ``t`` is scored against the ``2w' + c`` keys around it (``w'`` = ``w``
   rounded up to a multiple of ``c``), plus the G global keys. All subsequences are laid end to end in
   one padded buffer, so the key windows of every block are a zero-copy ``unfold`` that ``bmm`` reads
-  in place; the band mask is an additive (c, 2w' + c) bias fused into ``baddbmm``. A custom autograd
-  function works through the blocks in chunks, keeps only the log-sum-exp of each row, and recomputes
-  the probabilities in backward (flash-style), so nothing of size N x window is kept for backward; the
-  window gradients of keys and values are overlap-added with one small in-place ``baddbmm_`` per block
-  offset. Global queries attend every real key in an O(G * N) pass inside the same function, and the
-  output is written token-major, so merging the heads afterwards is a view. ``c`` is picked by
-  :func:`_block_size` (measured: see its docstring).
+  in place; the band, padding and global-slot masks of a chunk are one boolean mask (built once per call).
+  A custom autograd function works through the blocks in chunks; each chunk's window scores are normalised by
+  one fused ``torch._softmax`` and joined with the global-key scores by per-row weights. The probabilities are
+  kept for backward while a call's total at most ``_STORE_PROBS_MAX`` elements; above that only per-row
+  statistics are kept and backward recomputes them chunk by chunk (flash-style), so nothing of size
+  N x window is kept. The window gradients of keys and values are overlap-added with one small in-place
+  ``baddbmm_`` per block offset. Global queries attend every real key in an O(G * N) pass inside the same
+  function, and the output is written token-major, so merging the heads afterwards is a view. ``c`` is picked
+  by :func:`_block_size` (measured: see its docstring). The masks and geometry of a call are built once per
+  mask tensors and shared by every layer of a forward pass and its recomputation (:class:`_CallCache`).
 * ``"flex"`` (CUDA): ``torch.nn.attention.flex_attention`` with a ``BlockMask`` built from the same
   rule, compiled once per shape; the BlockMask is cached per (shape, masks). In the installed torch
   (2.13, CPU build) flex_attention has no CPU backward and its eager CPU path materialises the N x N
@@ -53,6 +56,10 @@ BACKENDS = ("auto", "blocked", "flex")
 # average ~5 (ours / HF median time): 8M chunks 0.54, 16M 0.34, 32M 0.35; peak memory 0.53 of HF's at 16M.
 _BLOCK_TARGET = 32
 _CHUNK_ELEMS = 1 << 24
+# Probability tiles of a call up to this many elements (64 MiB in float32: N = 14K at H = 4, w = 128) are kept for
+# backward, which then skips recomputing the scores and their softmax; above it backward recomputes them chunk by
+# chunk, so a layer's memory stays O(N * Dh) plus a few tiles.
+_STORE_PROBS_MAX = 1 << 24
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +98,50 @@ class _Masks:
     g_valid: torch.Tensor | None  # (B, G) bool: slot holds a global token
 
 
+def _version(t: torch.Tensor | None):
+    """``t``'s in-place version counter (None for None; raises RuntimeError for inference-mode tensors)."""
+    return None if t is None else t._version
+
+
+class _CallCache:
+    """A small LRU of objects derived from the mask tensors of a call (:class:`_Masks`, :class:`_Band`), so that the
+    layers of one forward pass -- and the recomputation of reversible / checkpointed layers in backward -- build
+    them once. An entry is found by its key and the identity and in-place version of the mask tensors it was
+    built from; it holds references to those tensors, so their ids are not reused while it lives. Tensors without
+    a version counter (inference mode) are never cached."""
+
+    def __init__(self, size: int = 8):
+        self.size, self.entries = size, OrderedDict()
+
+    def get(self, key, tensors, build):
+        try:
+            versions = tuple(_version(t) for t in tensors)
+        except RuntimeError:  # inference tensors track no version: nothing to key on
+            return build()
+        full = (key, tuple(id(t) for t in tensors))
+        hit = self.entries.get(full)
+        if hit is not None and hit[1] == versions and all(a is b for a, b in zip(hit[0], tensors)):
+            self.entries.move_to_end(full)
+            return hit[2]
+        value = build()
+        self.entries[full] = (tuple(tensors), versions, value)
+        self.entries.move_to_end(full)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return value
+
+
+_MASK_CACHE = _CallCache(8)
+_BAND_CACHE = _CallCache(4)
+
+
 def _masks(b: int, n: int, device, padding_mask, global_attention_mask) -> _Masks:
+    """The checked masks of a call, built once per (padding_mask, global_attention_mask) tensors (:class:`_CallCache`)."""
+    return _MASK_CACHE.get((b, n, str(device)), (padding_mask, global_attention_mask),
+                           lambda: _build_masks(b, n, device, padding_mask, global_attention_mask))
+
+
+def _build_masks(b: int, n: int, device, padding_mask, global_attention_mask) -> _Masks:
     padding_mask = check_mask("padding_mask", padding_mask, b, n)
     global_attention_mask = check_mask("global_attention_mask", global_attention_mask, b, n)
     real = padding_mask if padding_mask is not None else torch.ones(b, n, dtype=torch.bool, device=device)
@@ -209,6 +259,7 @@ class _Band:
             self.chunks = [(zz * nb + t0, zz * nb + min(nb, t0 + tc))
                            for zz in range(self.z) for t0 in range(0, nb, tc)]
         any_bad = self.win_bad.any(-1)
+        self._window_bad: dict[int, torch.Tensor] = {}
         self.chunk_bad = ([bool(any_bad[t0:t1].any()) for t0, t1 in self.chunks] if dev.type == "cpu"
                           else [True] * len(self.chunks))
         n_pad = self.n_grp * d
@@ -282,8 +333,17 @@ class _Band:
         return out_rows[: self.out_len].view(b, self.n_grp * self.d, h, dh)[:, :n].transpose(1, 2)
 
     # -- masks ------------------------------------------------------------------------------------
-    def band_bias(self, dtype, device) -> torch.Tensor:
-        return torch.zeros(self.c, self.k_len, dtype=dtype, device=device).masked_fill_(~self.band_ok, neg_inf(dtype))
+    def window_bad(self, i: int) -> torch.Tensor:
+        """Bool mask of the window scores chunk ``i`` may not use: (n_t, c, K) where some key of the chunk is bad
+        (padding, global slot, neighbouring subsequence), else the (1, c, K) band mask; kept per chunk on CPU."""
+        hit = self._window_bad.get(i)
+        if hit is None:
+            t0, t1 = self.chunks[i]
+            band_bad = ~self.band_ok[None]
+            hit = band_bad | self.win_bad[t0:t1, None, :] if self.chunk_bad[i] else band_bad
+            if self.real.device.type == "cpu":  # (elsewhere every chunk counts as bad: not kept, N * H * K bytes)
+                self._window_bad[i] = hit
+        return hit
 
     def global_key_bad(self, t0: int, t1: int) -> torch.Tensor:
         """(n_z, R, G) bool: global keys a chunk's rows (n_z subsequences of R rows) may not use."""
@@ -334,9 +394,44 @@ def _softmax_stats(s: torch.Tensor, thr: float, extra: torch.Tensor | None = Non
     return torch.where(valid, m + l_.log(), math.inf), torch.where(valid, 1.0 / l_, 0.0)
 
 
+def _window_probs(s: torch.Tensor, sg: torch.Tensor | None, thr: float, check_empty: bool):
+    """Probabilities of one chunk's rows from its masked window scores ``s`` (n_t, c, K) and global-key scores
+    ``sg`` (n_t, c, G) or None, all in the statistics dtype.
+
+    The window part is one fused ``torch._softmax`` over the K window keys (``p``); a row's full distribution over
+    window and global keys is ``alpha * p`` and ``pg``, with ``alpha = exp(lse_window - lse)`` and
+    ``pg = exp(sg - lse)``, ``lse`` the log-sum-exp over all its keys. No masked window score (``finfo.min``) is
+    exponentiated on its own: torch's vectorised exp takes a slow path for such arguments (benchmarks/README.md).
+
+    Returns (p, alpha (n_t, c, 1) or None = all ones, pg or None, lse (n_t, c, 1) or None); rows with no usable key
+    get ``alpha = 0``, ``pg = 0`` and ``lse = +inf``. ``check_empty``: a row may have no usable window key (chunks
+    with masked keys); without global keys and without it, ``alpha`` and ``lse`` are None.
+    """
+    p = torch._softmax(s, -1, False)
+    if sg is None and not check_empty:
+        return p, None, None, None
+    m = s.amax(-1, keepdim=True)
+    lse_w = m - p.amax(-1, keepdim=True).log()  # the largest probability is exp(m - lse_window)
+    has_w = m > thr
+    if sg is None:
+        if bool(has_w.all()):
+            return p, None, None, None
+        return p, has_w.to(s.dtype), None, torch.where(has_w, lse_w, math.inf)
+    mg = sg.amax(-1, keepdim=True)
+    lse_g = mg + (sg - mg).exp().sum(-1, keepdim=True).log()
+    has_g = mg > thr
+    lse = torch.where(has_w & has_g, torch.logaddexp(lse_w, lse_g), torch.where(has_w, lse_w, lse_g))
+    valid = has_w | has_g
+    lse = torch.where(valid, lse, math.inf)
+    alpha = torch.where(has_w, (lse_w - lse).exp(), 0.0)
+    pg = torch.where(has_g, (sg - lse).exp(), 0.0)
+    return p, alpha, pg, lse
+
+
 class _BandedAttention(torch.autograd.Function):
-    """Window + global attention, flash-style: forward keeps each row's log-sum-exp, backward recomputes the
-    probabilities chunk by chunk; no N x window tensor is kept.
+    """Window + global attention, flash-style: probabilities are kept for backward while they are small
+    (``_STORE_PROBS_MAX``), otherwise backward recomputes them chunk by chunk from the kept per-row statistics, so
+    no N x window tensor is kept.
 
     Inputs q, k, v (B, H, N, Dh). Global keys and values are read from k, v. ``out_g`` (B, H, G, Dh), when
     given, holds the outputs of the global queries (separate projections, computed outside); otherwise they
@@ -349,16 +444,19 @@ class _BandedAttention(torch.autograd.Function):
         with torch.autocast(q.device.type, enabled=False):
             dt, acc = v.dtype, stats_dtype(v.dtype)
             c, wp, K, dev = band.c, band.wp, band.k_len, q.device
-            fill, thr = neg_inf(acc), 0.5 * neg_inf(dt)
+            fill, thr = neg_inf(acc), 0.5 * neg_inf(acc)
             qf = band.flatten(q, scale=band.scale)
             kf, vf = band.flatten(k), band.flatten(v)
             dh = qf.shape[1]
             k_win_t = kf.unfold(0, K, c)                 # (Z nb, Dh, K): K^T of every window, no copy
             v_win = vf.unfold(0, K, c).transpose(1, 2)   # (Z nb, K, Dh)
-            bias = band.band_bias(dt, dev)
             out_rows = torch.empty(band.out_len + 1, dh, dtype=dt, device=dev)  # token-major + a dump row
             out_rows[-1].zero_()
-            lse_f = torch.full((band.rows,), math.inf, dtype=acc, device=dev)
+            store = any(ctx.needs_input_grad) and band.z * band.nb * c * K <= _STORE_PROBS_MAX
+            # per row: the window share of its probability mass and the log-sum-exp (both kept for backward)
+            alpha_f = torch.ones(band.rows, dtype=acc, device=dev)
+            lse_f = torch.full((band.rows,), math.inf, dtype=acc, device=dev) if band.n_glob else None
+            probs, probs_g = [], []
             kg_z = vg_z = lse_g = None
             if band.n_glob:
                 kg_z, vg_z = (x[band.g_rows][:, :, None].expand(-1, -1, band.d, -1, -1).reshape(band.z, -1, dh)
@@ -367,27 +465,37 @@ class _BandedAttention(torch.autograd.Function):
             if dropout_p > 0:
                 gen = torch.Generator(device=dev)
                 gen.manual_seed(seed)
-            for (t0, t1), has_bad in zip(band.chunks, band.chunk_bad):
+            for i, (t0, t1) in enumerate(band.chunks):
                 n_t, r0, r1 = t1 - t0, wp + t0 * c, wp + t1 * c
                 qc = qf[r0:r1].view(n_t, c, dh)
-                s = torch.baddbmm(bias.expand(n_t, c, K), qc, k_win_t[t0:t1]).to(acc)
-                if has_bad:
-                    s.masked_fill_(band.win_bad[t0:t1, None, :], fill)
+                s = torch.bmm(qc, k_win_t[t0:t1]).to(acc).masked_fill_(band.window_bad(i), fill)
                 sg = None
                 if kg_z is not None:
                     z0, z1 = band.zrange(t0, t1)
                     sg = torch.bmm(qc.view(z1 - z0, -1, dh), kg_z[z0:z1].transpose(1, 2)).to(acc)
                     sg = sg.masked_fill_(band.global_key_bad(t0, t1), fill).view(n_t, c, -1)
-                lse, inv = _softmax_stats(s, thr, sg)
-                lse_f[r0:r1] = lse.view(-1)
+                p, alpha, pg, lse = _window_probs(s, sg, thr, band.chunk_bad[i])
+                del s
+                if alpha is not None:
+                    alpha_f[r0:r1] = alpha.view(-1)
+                if lse_f is not None:
+                    lse_f[r0:r1] = lse.view(-1)
+                if store:
+                    probs.append(p)
+                    if pg is not None:
+                        probs_g.append(pg)
+                pd, pgd = p, pg
                 if gen is not None:
-                    s.mul_(_dropout_keep(s.shape, dropout_p, gen, dev, acc))
-                o = torch.bmm(s.to(dt), v_win[t0:t1])
-                if sg is not None:
-                    if gen is not None:
-                        sg.mul_(_dropout_keep(sg.shape, dropout_p, gen, dev, acc))
-                    o += torch.bmm(sg.to(dt).view(z1 - z0, -1, sg.shape[-1]), vg_z[z0:z1]).view_as(o)
-                out_rows.index_copy_(0, band.out_map[t0 * c: t1 * c], (o * inv).view(-1, dh).to(dt))
+                    pd = p * _dropout_keep(p.shape, dropout_p, gen, dev, acc)
+                    if pg is not None:
+                        pgd = pg * _dropout_keep(pg.shape, dropout_p, gen, dev, acc)
+                o = torch.bmm(pd.to(dt), v_win[t0:t1])
+                if alpha is not None:
+                    o = o * alpha.to(dt)
+                if pgd is not None:
+                    o += torch.bmm(pgd.to(dt).view(z1 - z0, -1, pgd.shape[-1]), vg_z[z0:z1]).view_as(o)
+                out_rows.index_copy_(0, band.out_map[t0 * c: t1 * c], o.view(-1, dh))
+                del p, pd, pg, pgd
             if band.n_glob and out_g is None:  # global queries attend every real key of their head
                 bh, g_all = band.g_rows.shape[0] * band.g_rows.shape[1], band.n_glob
                 qg = qf[band.g_rows].view(bh, g_all, dh)
@@ -406,19 +514,21 @@ class _BandedAttention(torch.autograd.Function):
                 out_g = out_g.view(band.shape[0], -1, g_all, dh)
             if out_g is not None:  # the rows of global queries
                 out_rows.index_copy_(0, band.g_out_rows, out_g[band.g_b, :, band.g_slot].reshape(-1, dh).to(dt))
-        ctx.save_for_backward(qf, kf, vf, out_rows, lse_f, lse_g)
+        ctx.n_probs = (len(probs), len(probs_g))
+        ctx.save_for_backward(qf, kf, vf, out_rows, alpha_f, lse_f, lse_g, *probs, *probs_g)
         ctx.band, ctx.dropout_p, ctx.seed = band, dropout_p, seed
         return band.token_major(out_rows)
 
     @staticmethod
     def backward(ctx, dout):
-        qf, kf, vf, out_rows, lse_f, lse_g = ctx.saved_tensors
+        qf, kf, vf, out_rows, alpha_f, lse_f, lse_g, *saved = ctx.saved_tensors
+        probs, probs_g = saved[:ctx.n_probs[0]], saved[ctx.n_probs[0]:]
         band, p_drop = ctx.band, ctx.dropout_p
         with torch.autocast(qf.device.type, enabled=False):
             dt, acc = vf.dtype, stats_dtype(vf.dtype)
             c, wp, K, dev = band.c, band.wp, band.k_len, qf.device
             b, h, _, _ = band.shape
-            fill = neg_inf(acc)
+            fill, thr = neg_inf(acc), 0.5 * neg_inf(acc)
             dh = qf.shape[1]
             # dO rows are gathered per chunk from the token-major gradient; padding rows and rows of global
             # queries (their output is not the local one) get zero
@@ -435,7 +545,6 @@ class _BandedAttention(torch.autograd.Function):
             k_win_t = kf.unfold(0, K, c)
             k_win = k_win_t.transpose(1, 2)
             v_win_t = vf.unfold(0, K, c)
-            bias = band.band_bias(dt, dev)
             dq_f = band.empty_rows(dh, acc, dev)
             dk_f = torch.zeros(band.rows, dh, dtype=acc, device=dev)
             dv_f = torch.zeros(band.rows, dh, dtype=acc, device=dev)
@@ -450,36 +559,48 @@ class _BandedAttention(torch.autograd.Function):
             if p_drop > 0:
                 gen = torch.Generator(device=dev)
                 gen.manual_seed(ctx.seed)
-            for (t0, t1), has_bad in zip(band.chunks, band.chunk_bad):
+            scaled = band.n_glob or not bool((alpha_f == 1).all())  # some row's window share is not 1
+            for i, (t0, t1) in enumerate(band.chunks):
                 n_t, r0, r1 = t1 - t0, wp + t0 * c, wp + t1 * c
                 rr = slice(t0 * c, t1 * c)
                 qc = qf[r0:r1].view(n_t, c, dh)
                 do_c = (dout_rows.index_select(0, band.in_map[rr]) * row_keep[rr, None]).to(dt).view(n_t, c, dh)
                 o_c = out_rows.index_select(0, band.out_map[rr]).view(n_t, c, dh)
                 delta_c = (do_c.to(acc) * o_c.to(acc)).sum(-1, keepdim=True)  # rowsum(dO * O)
-                lse_c = lse_f[r0:r1].view(n_t, c, 1)
-                s = torch.baddbmm(bias.expand(n_t, c, K), qc, k_win_t[t0:t1]).to(acc)
-                if has_bad:
-                    s.masked_fill_(band.win_bad[t0:t1, None, :], fill)
-                p = s.sub_(lse_c).exp_()
+                alpha = alpha_f[r0:r1].view(n_t, c, 1) if scaled else None
                 pg = None
                 if kg_z is not None:
                     z0, z1 = band.zrange(t0, t1)
-                    sg = torch.bmm(qc.view(z1 - z0, -1, dh), kg_z[z0:z1].transpose(1, 2)).to(acc)
-                    pg = sg.masked_fill_(band.global_key_bad(t0, t1), fill).view(n_t, c, -1).sub_(lse_c).exp_()
+                if probs:
+                    p = probs[i]
+                    if kg_z is not None:
+                        pg = probs_g[i]
+                else:  # recompute: the same masked scores, softmax and statistics as forward
+                    s = torch.bmm(qc, k_win_t[t0:t1]).to(acc).masked_fill_(band.window_bad(i), fill)
+                    p = torch._softmax(s, -1, False)
+                    del s
+                    if kg_z is not None:
+                        sg = torch.bmm(qc.view(z1 - z0, -1, dh), kg_z[z0:z1].transpose(1, 2)).to(acc)
+                        sg = sg.masked_fill_(band.global_key_bad(t0, t1), fill).view(n_t, c, -1)
+                        pg = sg.sub_(lse_f[r0:r1].view(n_t, c, 1)).exp_()
                 keep = keep_g = None
                 if gen is not None:  # the same draws in the same order as forward
                     keep = _dropout_keep(p.shape, p_drop, gen, dev, acc)
                     if pg is not None:
                         keep_g = _dropout_keep(pg.shape, p_drop, gen, dev, acc)
+                # the window part of a row's distribution is alpha * p: alpha scales dO (and delta) instead
+                do_a = do_c if alpha is None else do_c * alpha.to(dt)
                 pd = p if keep is None else p * keep
-                _add_windows(dv_blocks, pd.to(dt).transpose(1, 2), do_c, t0, t1, c)
-                dp = torch.bmm(do_c, v_win_t[t0:t1]).to(acc)
+                _add_windows(dv_blocks, pd.to(dt).transpose(1, 2), do_a, t0, t1, c)
+                del pd
+                dp = torch.bmm(do_a, v_win_t[t0:t1]).to(acc)
                 if keep is not None:
                     dp.mul_(keep)
-                ds = dp.sub_(delta_c).mul_(p).to(dt)
+                ds = dp.sub_(delta_c if alpha is None else delta_c * alpha).mul_(p).to(dt)
+                del dp, p, keep
                 dq_c = torch.bmm(ds, k_win[t0:t1]).to(acc)
                 _add_windows(dk_blocks, ds.transpose(1, 2), qc, t0, t1, c)
+                del ds
                 if pg is not None:
                     nz, g = z1 - z0, pg.shape[-1]
                     do_z, q_z = do_c.view(nz, -1, dh), qc.view(nz, -1, dh)
@@ -529,11 +650,15 @@ class _BandedAttention(torch.autograd.Function):
 def _blocked(q, k, v, m: _Masks, w: int, d: int, causal: bool, dropout_p: float,
              out_g: torch.Tensor | None = None) -> torch.Tensor:
     """Longformer attention with the blocked kernel; (B, H, N, Dh). ``out_g`` (B, H, G, Dh): outputs of the
-    global queries when they come from separate projections (else they are computed inside from q, k, v)."""
+    global queries when they come from separate projections (else they are computed inside from q, k, v).
+    The :class:`_Band` of a call is built once per masks and shape (:class:`_CallCache`): the layers of a forward
+    pass and their recomputation share it."""
     b, h, n, dh = q.shape
     c, wp = _block_size(w)
-    band = _Band(shape=(b, h, n, dh), w=w, wp=wp, c=c, d=d, scale=softmax_scale(dh), causal=causal, real=m.real,
-                 glob=m.glob, g_idx=m.g_idx, g_valid=m.g_valid, chunk_elems=_CHUNK_ELEMS)
+    key = (b, h, n, dh, w, wp, c, d, causal, _CHUNK_ELEMS, str(q.device))
+    band = _BAND_CACHE.get(key, (m.real, m.glob, m.g_idx, m.g_valid), lambda: _Band(
+        shape=(b, h, n, dh), w=w, wp=wp, c=c, d=d, scale=softmax_scale(dh), causal=causal, real=m.real, glob=m.glob,
+        g_idx=m.g_idx, g_valid=m.g_valid, chunk_elems=_CHUNK_ELEMS))
     seed = int(torch.randint(0, 2**62, (1,))) if dropout_p > 0 else 0  # from the global CPU RNG: replayable
     return _BandedAttention.apply(q, k, v, out_g, band, dropout_p, seed)
 
@@ -850,8 +975,14 @@ class LocalGlobalAttention(MultiHeadProjection):
                        dropout_p=dropout_p, backend=self.backend, global_rows=rows)
 
     def forward(self, hidden, padding_mask=None, global_attention_mask=None):
+        return self.merge(self._attend(hidden, padding_mask, global_attention_mask))
+
+    @torch.compiler.disable
+    def _attend(self, hidden, padding_mask, global_attention_mask):
+        """Projections, masks and kernel -> (B, H, N, Dh); run eagerly under ``torch.compile`` (its data-dependent
+        shapes and custom autograd function stay out of the compiled graphs, which hold the rest of the block)."""
         q, k, v, m, rows = self._inputs(hidden, padding_mask, global_attention_mask)
-        return self.merge(self._core(q, k, v, m, rows, self.attn_dropout))
+        return self._core(q, k, v, m, rows, self.attn_dropout)
 
     def attended_pairs(self, padding_mask=None, global_attention_mask=None, *, seq_len=None):
         """Which keys each query attends, from the window / global rule this layer's kernels mask with

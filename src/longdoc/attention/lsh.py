@@ -926,6 +926,13 @@ class LSHAttention(MultiHeadProjection):
 
     def forward(self, hidden, padding_mask=None, global_attention_mask=None):
         qkv = self.project_fused(hidden)  # (B, N, 2, H, Dh): the kernel reads it in (batch, position, head) order
+        return self.merge(self._attend(qkv, padding_mask))
+
+    @torch.compiler.disable
+    def _attend(self, qkv, padding_mask):
+        """Hashing, sort plan and kernel on the fused projection -> (B, H, N, Dh); run eagerly under
+        ``torch.compile`` (the RNG draw, bucket record / replay and custom autograd function stay out of the
+        compiled graphs)."""
         qk, v = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
         # One draw from torch's global RNG per call seeds the rotations: the RNG is consumed the same way
         # whether buckets are hashed or replayed, so dropout after this layer replays exactly.
@@ -948,7 +955,7 @@ class LSHAttention(MultiHeadProjection):
             self._saved_buckets.append(_compact_buckets(buckets))
         if self.keep_buckets:
             self.last_buckets = buckets
-        return self.merge(out)
+        return out
 
     def _buckets(self, buckets: torch.Tensor | None) -> torch.Tensor:
         if buckets is None:

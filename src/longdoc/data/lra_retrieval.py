@@ -17,7 +17,10 @@ released text fields are written as Python bytes literals (``b'...'``, with esca
 them verbatim, and so do we by default (``unescape=False``); ``unescape=True`` decodes the literal
 first (:func:`ast.literal_eval`), giving the papers' actual bytes.
 
-Token ids: ``0`` pad, ``1`` CLS, byte ``b`` -> ``b + 2`` (see :mod:`longdoc.data.base`).
+Token ids: ``0`` pad, ``1`` CLS, byte ``b`` -> ``b + 2`` (see :mod:`longdoc.data.base`). With ``tokenizer_file`` (a
+pretrained ``tokenizer.json``; ``model=pretrained`` sets it) each document is decoded as UTF-8 and encoded with that
+tokenizer instead (:mod:`longdoc.data.pretrained_tokenizer`): ``max_length`` counts its tokens, and its template
+replaces ``<cls>``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .base import (
     PairedSequenceDataset,
     TokenSequenceDataset,
 )
+from .pretrained_tokenizer import PretrainedTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
 
@@ -139,7 +143,7 @@ def find_aan_files(path: str | os.PathLike | None, file_prefix: str = "new_aan_p
     raise DataNotFoundError(f"data.path={str(path)!r} does not hold {expected}; set data.path to the folder with {AAN_HINT}")
 
 
-class LRARetrievalDataModule(LongDocDataModule):
+class LRARetrievalDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     """LightningDataModule for LRA Retrieval (AAN document matching, section 3.3; 2 classes).
 
     Batches (two-tower): ``input_ids``, ``padding_mask``, ``global_attention_mask`` (B, N1) for
@@ -153,6 +157,7 @@ class LRARetrievalDataModule(LongDocDataModule):
         file_prefix: file-name prefix (``new_aan_pairs``).
         max_length: bytes kept per document (> 0; LRA: 4000).
         unescape: decode the released ``b'...'`` literals (default False = as LRA).
+        tokenizer_file: a pretrained ``tokenizer.json`` (or its directory) instead of bytes; None = bytes.
         seed, batch_size, max_tokens_per_batch, num_workers, bucket_by_length, add_cls: see
             :class:`~longdoc.data.base.LongDocDataModule`.
 
@@ -176,9 +181,11 @@ class LRARetrievalDataModule(LongDocDataModule):
         num_workers: int = 0,
         bucket_by_length: bool = True,
         add_cls: bool = True,
+        tokenizer_file: str | os.PathLike | None = None,
     ):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
+        self.tokenizer_file = tokenizer_file
         if max_length <= 0:
             raise ValueError(f"max_length must be a positive integer, got {max_length}; set data.max_length > 0")
         self.save_hyperparameters(logger=False)
@@ -186,8 +193,9 @@ class LRARetrievalDataModule(LongDocDataModule):
 
     @property
     def vocab_size(self) -> int:
-        """258: ``<pad>``, ``<cls>`` and 256 byte values."""
-        return BYTE_VOCAB_SIZE
+        """258: ``<pad>``, ``<cls>`` and 256 byte values (the pretrained tokenizer's with ``tokenizer_file``)."""
+        tok = self.pretrained_tokenizer
+        return BYTE_VOCAB_SIZE if tok is None else tok.vocab_size
 
     @property
     def num_classes(self) -> int:
@@ -195,7 +203,7 @@ class LRARetrievalDataModule(LongDocDataModule):
         return 2
 
     def _max_seq_len_bound(self) -> int:
-        return self.max_length + int(self.add_cls)
+        return self.token_bound(self.max_length)
 
     def prepare_data(self) -> None:
         """Check that the three files exist.
@@ -213,6 +221,15 @@ class LRARetrievalDataModule(LongDocDataModule):
         prefix = (CLS_ID,) if self.add_cls else ()
         out = {}
         for split, f in files.items():
+            if self.pretrained_tokenizer is not None:
+                labels, t1, t2 = read_aan_tsv(f, None, self.unescape)
+                (ids1, cut1), (ids2, cut2) = (self.encode_texts(t, self.max_length) for t in (t1, t2))
+                logger.info("%s %s (%s): %d pairs, %d of %d documents truncated to max_length=%d tokens",
+                            self.display_name, split, f.name, len(labels), cut1 + cut2, 2 * len(labels),
+                            self.max_length)
+                out[split] = PairedSequenceDataset(TokenSequenceDataset(ids1, labels, dtype=np.int32),
+                                                   TokenSequenceDataset(ids2, labels, dtype=np.int32))
+                continue
             # one extra byte kept to count the truncated documents
             labels, t1, t2 = read_aan_tsv(f, self.max_length + 1, self.unescape)
             cut = sum(len(t) > self.max_length for t in t1) + sum(len(t) > self.max_length for t in t2)

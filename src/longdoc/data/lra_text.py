@@ -18,6 +18,10 @@ Sources (first that applies):
 * ``path=null``: the Hugging Face dataset ``hf_name`` (``imdb``: splits ``train``/``test``,
   columns ``text``/``label``), which needs the hub or a populated HF cache.
 
+``tokenizer_file`` (a pretrained ``tokenizer.json`` or its checkpoint directory; ``model=pretrained`` sets it)
+encodes the reviews with that tokenizer instead of bytes (:mod:`longdoc.data.pretrained_tokenizer`): ``max_length``
+then counts its tokens, and its template (``[CLS] ... [SEP]``) replaces ``<cls>``.
+
 Validation: LRA validates on the IMDB test set (it has no validation split). We carve a seeded
 ``val_fraction`` of the training reviews instead (:func:`~longdoc.data.base.carve_validation`,
 ``numpy.random.default_rng(seed).permutation``); ``val_fraction=0`` reproduces LRA (validation =
@@ -45,6 +49,7 @@ from .base import (
     load_hf_dataset,
     read_table,
 )
+from .pretrained_tokenizer import PretrainedTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
 
@@ -166,7 +171,7 @@ def truncate_bytes(texts: list[bytes], max_length: int) -> tuple[list[bytes], in
     return [t[:max_length] for t in texts], cut
 
 
-class LRATextDataModule(LongDocDataModule):
+class LRATextDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     """LightningDataModule for LRA Text: byte-level IMDB, 2 classes (Tay et al. 2021, section 3.2).
 
     Batches: ``input_ids`` LongTensor (B, N) (``<cls>`` then byte + 2), ``padding_mask`` (B, N)
@@ -182,6 +187,7 @@ class LRATextDataModule(LongDocDataModule):
         val_fraction: fraction of the training reviews held out for validation (seeded); ``0``
             validates on the test set as LRA does.
         seed: seed of the validation split and of the batch shuffling.
+        tokenizer_file: a pretrained ``tokenizer.json`` (or its directory) instead of bytes; None = bytes.
         batch_size, max_tokens_per_batch, num_workers, bucket_by_length, add_cls: see
             :class:`~longdoc.data.base.LongDocDataModule`.
 
@@ -206,9 +212,11 @@ class LRATextDataModule(LongDocDataModule):
         num_workers: int = 0,
         bucket_by_length: bool = True,
         add_cls: bool = True,
+        tokenizer_file: str | os.PathLike | None = None,
     ):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
+        self.tokenizer_file = tokenizer_file
         if max_length <= 0:
             raise ValueError(f"max_length must be a positive integer, got {max_length}; set data.max_length > 0")
         if not 0.0 <= val_fraction < 1.0:
@@ -220,8 +228,9 @@ class LRATextDataModule(LongDocDataModule):
 
     @property
     def vocab_size(self) -> int:
-        """258: ``<pad>``, ``<cls>`` and 256 byte values."""
-        return BYTE_VOCAB_SIZE
+        """258: ``<pad>``, ``<cls>`` and 256 byte values (the pretrained tokenizer's with ``tokenizer_file``)."""
+        tok = self.pretrained_tokenizer
+        return BYTE_VOCAB_SIZE if tok is None else tok.vocab_size
 
     @property
     def num_classes(self) -> int:
@@ -229,7 +238,7 @@ class LRATextDataModule(LongDocDataModule):
         return 2
 
     def _max_seq_len_bound(self) -> int:
-        return self.max_length + int(self.add_cls)
+        return self.token_bound(self.max_length)
 
     def _load(self) -> dict[str, Split]:
         if self._raw is None:
@@ -260,9 +269,13 @@ class LRATextDataModule(LongDocDataModule):
         prefix = (CLS_ID,) if self.add_cls else ()
         out = {}
         for split, (texts, labels) in splits.items():
-            texts, cut = truncate_bytes(texts, self.max_length)
-            logger.info("%s %s: %d of %d reviews truncated to max_length=%d bytes",
-                        self.display_name, split, cut, len(texts), self.max_length)
-            out[split] = TokenSequenceDataset(texts, labels, offset=VALUE_OFFSET, prefix=prefix)
+            if self.pretrained_tokenizer is not None:
+                ids, cut = self.encode_texts(texts, self.max_length)
+                out[split] = TokenSequenceDataset(ids, labels, dtype=np.int32)
+            else:
+                texts, cut = truncate_bytes(texts, self.max_length)
+                out[split] = TokenSequenceDataset(texts, labels, offset=VALUE_OFFSET, prefix=prefix)
+            logger.info("%s %s: %d of %d reviews truncated to max_length=%d %s", self.display_name, split, cut,
+                        len(texts), self.max_length, "bytes" if self.pretrained_tokenizer is None else "tokens")
         self._raw = None  # the datasets hold the (truncated) bytes now
         return out

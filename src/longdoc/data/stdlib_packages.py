@@ -38,7 +38,10 @@ other packages are kept. Within a split, documents are in sorted path order.
 
 Tokens: the first ``max_length`` bytes of the file (the number of files cut is logged per split),
 ids ``0`` pad, ``1`` ``<cls>`` (prepended with ``add_cls``), byte ``v`` -> ``v + 2`` (258 ids, see
-:mod:`longdoc.data.base`).
+:mod:`longdoc.data.base`). With ``tokenizer_file`` (a pretrained ``tokenizer.json`` or its checkpoint directory;
+``model=pretrained`` sets it) the whole file is decoded as UTF-8 (invalid bytes replaced) and encoded with that
+tokenizer (:mod:`longdoc.data.pretrained_tokenizer`): the first ``max_length`` tokens, inside the tokenizer's
+template (``[CLS] ... [SEP]``) with ``add_cls``.
 
 Every choice above is logged at ``setup``: the folders skipped, top-level modules and empty files
 dropped, packages dropped for too few files, packages capped (seeded subsample), split sizes,
@@ -61,6 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import BYTE_VOCAB_SIZE, CLS_ID, SPLITS, VALUE_OFFSET, DataNotFoundError, LongDocDataModule, TokenSequenceDataset
+from .pretrained_tokenizer import PretrainedTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
 
@@ -202,7 +206,7 @@ def _check_int(name: str, value: object, lo: int, rule: str) -> None:
         raise ValueError(f"data.{name} must be {rule}, got {value!r}; set data.{name}")
 
 
-class StdlibPackagesDataModule(LongDocDataModule):
+class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     """LightningDataModule: classify a Python source file (bytes) by its top-level package.
 
     Batches: ``input_ids`` LongTensor (B, N) (``<cls>`` then byte + 2), ``padding_mask`` (B, N) bool,
@@ -221,7 +225,9 @@ class StdlibPackagesDataModule(LongDocDataModule):
             ``min_files_per_class``); ``None``: no cap.
         val_fraction, test_fraction: fraction of each package's files held out for validation / test
             (each in (0, 1), their sum < 1; at least one file each).
-        max_length: bytes kept per file (> 0; default 4096), before ``<cls>``; files cut are counted in the log.
+        max_length: bytes kept per file (> 0; default 4096), before ``<cls>``; files cut are counted in the log
+            (tokens with ``tokenizer_file``, before its special tokens).
+        tokenizer_file: a pretrained ``tokenizer.json`` (or its directory) instead of bytes; None = bytes.
         seed: seed (>= 0) of the cap's subsample, of the split and of the batch shuffling.
         batch_size, max_tokens_per_batch, num_workers, bucket_by_length, add_cls: see
             :class:`~longdoc.data.base.LongDocDataModule`.
@@ -251,6 +257,7 @@ class StdlibPackagesDataModule(LongDocDataModule):
         num_workers: int = 0,
         bucket_by_length: bool = True,
         add_cls: bool = True,
+        tokenizer_file: str | os.PathLike | None = None,
     ):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
@@ -270,12 +277,15 @@ class StdlibPackagesDataModule(LongDocDataModule):
                              "lower one of them")
         _check_int("max_length", max_length, 1, "a positive integer")
         _check_int("seed", seed, 0, "a non-negative integer")
+        exclude_dirs = list(exclude_dirs)  # a plain list in the checkpoint (Hydra passes a ListConfig, which
+        # torch.load(weights_only=True) refuses when Lightning reloads the best checkpoint for testing)
         self.save_hyperparameters(logger=False)
         self.path = path
         self.exclude_dirs = tuple(exclude_dirs)
         self.min_files_per_class, self.max_files_per_class = min_files_per_class, max_files_per_class
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.max_length = max_length
+        self.tokenizer_file = tokenizer_file
         self._labels: list[str] | None = None
         self._split_files: dict[str, list[PackageFile]] | None = None
 
@@ -287,8 +297,9 @@ class StdlibPackagesDataModule(LongDocDataModule):
 
     @property
     def vocab_size(self) -> int:
-        """258: ``<pad>``, ``<cls>`` and 256 byte values."""
-        return BYTE_VOCAB_SIZE
+        """258: ``<pad>``, ``<cls>`` and 256 byte values (the pretrained tokenizer's with ``tokenizer_file``)."""
+        tok = self.pretrained_tokenizer
+        return BYTE_VOCAB_SIZE if tok is None else tok.vocab_size
 
     @property
     def label_names(self) -> list[str]:
@@ -308,7 +319,7 @@ class StdlibPackagesDataModule(LongDocDataModule):
         return {s: [f.relpath for f in fs] for s, fs in self._split_files.items()}  # type: ignore[union-attr]
 
     def _max_seq_len_bound(self) -> int:
-        return self.max_length + int(self.add_cls)
+        return self.token_bound(self.max_length)
 
     # ----------------------------------------------------------------------------- loading
     def _index(self) -> None:
@@ -350,16 +361,22 @@ class StdlibPackagesDataModule(LongDocDataModule):
             docs, labels = [], []
             for f in files:
                 with open(f.path, "rb") as fh:
-                    docs.append(fh.read(self.max_length + 1))
+                    docs.append(fh.read() if self.tokenizer_file is not None else fh.read(self.max_length + 1))
                 labels.append(mapping[f.label])
-            cut = sum(len(d) > self.max_length for d in docs)
+            if self.pretrained_tokenizer is not None:
+                seqs, cut = self.encode_texts(docs, self.max_length)
+                dataset = TokenSequenceDataset(seqs, labels, dtype=np.int32)
+            else:
+                cut = sum(len(d) > self.max_length for d in docs)
+                dataset = TokenSequenceDataset([d[: self.max_length] for d in docs], labels, offset=VALUE_OFFSET,
+                                               prefix=prefix, dtype=np.uint8)
             sizes = np.array([f.size for f in files], dtype=np.int64)
-            logger.info("%s %s: %d of %d files truncated to max_length=%d bytes (file size median %d, max %d bytes)",
-                        self.display_name, split, cut, len(docs), self.max_length, int(np.median(sizes)),
+            logger.info("%s %s: %d of %d files truncated to max_length=%d %s (file size median %d, max %d bytes)",
+                        self.display_name, split, cut, len(docs), self.max_length,
+                        "bytes" if self.pretrained_tokenizer is None else "tokens", int(np.median(sizes)),
                         int(sizes.max()))
             per_class = Counter(labels)
             logger.info("%s %s files per class: %s", self.display_name, split,
                         ", ".join(f"{lab} ({mapping[lab]}): {per_class.get(mapping[lab], 0)}" for lab in self._labels))
-            out[split] = TokenSequenceDataset([d[: self.max_length] for d in docs], labels, offset=VALUE_OFFSET,
-                                              prefix=prefix, dtype=np.uint8)
+            out[split] = dataset
         return out

@@ -20,6 +20,9 @@ A validation / test label outside the mapping is an error.
 Tokenisation (``tokenizer``):
 
 * ``bytes`` (as LRA): UTF-8 bytes, ids ``0`` pad, ``1`` CLS, byte ``b`` -> ``b + 2`` (258 ids).
+* ``tokenizer_file`` (a ``tokenizer.json`` or a checkpoint directory; ``model=pretrained`` sets it to
+  ``model.pretrained.path``): the checkpoint's own tokenizer, with its special tokens
+  (:mod:`longdoc.data.pretrained_tokenizer`); it replaces ``bytes`` (and may not go with ``bpe``).
 * ``bpe``: a byte-level BPE (Hugging Face ``tokenizers``: ``models.BPE`` with the ``ByteLevel``
   pre-tokenizer and its 256-symbol initial alphabet, as ``ByteLevelBPETokenizer``) trained on the
   training texts with ``bpe_vocab_size`` ids (``<pad>`` = 0, ``<cls>`` = 1). The tokenizer JSON is
@@ -27,7 +30,8 @@ Tokenisation (``tokenizer``):
   ``bpe-<key>.json``, ``key`` = SHA-256 of the training texts, ``bpe_vocab_size`` and
   ``bpe_min_frequency``, and re-used when present.
 
-Sequences are cut to ``max_length`` tokens (bytes or BPE tokens), then ``<cls>`` is prepended.
+Sequences are cut to ``max_length`` tokens (bytes or BPE tokens), then ``<cls>`` is prepended (with
+``tokenizer_file``: the tokenizer's template, e.g. ``[CLS] ... [SEP]``).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from .base import (
     load_hf_dataset,
     read_table,
 )
+from .pretrained_tokenizer import PretrainedTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
 
@@ -170,7 +175,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-class TextClassificationDataModule(LongDocDataModule):
+class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     """LightningDataModule for long-document classification from the HF hub or local files.
 
     Batches: ``input_ids`` LongTensor (B, N) (``<cls>`` then byte + 2, or BPE ids), ``padding_mask``
@@ -187,6 +192,7 @@ class TextClassificationDataModule(LongDocDataModule):
         num_labels: number of classes, if known before ``setup`` without ``label_names``
             (otherwise reading :attr:`num_classes` before ``setup`` loads the data to count them).
         tokenizer: ``bytes`` or ``bpe``.
+        tokenizer_file: a pretrained ``tokenizer.json`` (or its directory) used instead of ``bytes``; None = off.
         bpe_vocab_size, bpe_min_frequency: BPE settings (``vocab_size`` of the module equals
             ``bpe_vocab_size`` with ``bpe``).
         max_length: tokens kept per document (> 0), before ``<cls>``.
@@ -198,8 +204,8 @@ class TextClassificationDataModule(LongDocDataModule):
     Raises:
         DataNotFoundError: no source configured (constructor), or missing files / unreachable hub
             / missing test split (``prepare_data`` / ``setup``); messages name the keys.
-        ValueError: unknown ``tokenizer``, bad sizes; (``prepare_data`` / ``setup``, before any training)
-            an empty or non-UTF-8 file, a split without samples, a training set with a single class,
+        ValueError: unknown ``tokenizer``, ``bpe`` with ``tokenizer_file``, bad sizes; (``prepare_data`` /
+            ``setup``, before any training) an empty or non-UTF-8 file, a split without samples, a training set with a single class,
             missing columns or unknown labels; messages name the file and the config key to set.
     """
 
@@ -232,9 +238,14 @@ class TextClassificationDataModule(LongDocDataModule):
         num_workers: int = 0,
         bucket_by_length: bool = True,
         add_cls: bool = True,
+        tokenizer_file: str | os.PathLike | None = None,
     ):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
+        if tokenizer_file is not None and tokenizer == "bpe":
+            raise ValueError(f"data.tokenizer=bpe trains a new vocabulary, but "
+                             f"data.tokenizer_file={str(tokenizer_file)!r} names a pretrained one: set data.tokenizer=bytes (the file replaces it) or "
+                             "data.tokenizer_file=null")
         if hf_name is None and train_file is None:
             raise DataNotFoundError(f"text_classification has no data source: {_SOURCE_HINT}")
         if hf_name is not None and train_file is not None:
@@ -249,6 +260,7 @@ class TextClassificationDataModule(LongDocDataModule):
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
         if tokenizer == "bpe" and bpe_vocab_size < 256 + len(_BPE_SPECIAL):
             raise ValueError(f"bpe_vocab_size must be >= {256 + len(_BPE_SPECIAL)}, got {bpe_vocab_size}")
+        label_names = None if label_names is None else list(label_names)  # a plain list in the checkpoint
         self.save_hyperparameters(logger=False)
         self.hf_name, self.hf_config = hf_name, hf_config
         self.hf_train_split, self.hf_validation_split, self.hf_test_split = hf_train_split, hf_validation_split, hf_test_split
@@ -257,6 +269,7 @@ class TextClassificationDataModule(LongDocDataModule):
         self.label_names = None if label_names is None else list(label_names)
         self.num_labels = num_labels
         self.tokenizer = tokenizer
+        self.tokenizer_file = tokenizer_file
         self.bpe_vocab_size, self.bpe_min_frequency = bpe_vocab_size, bpe_min_frequency
         self.max_length, self.val_fraction, self.cache_dir = max_length, val_fraction, cache_dir
         self._raw: dict[str, RawSplit] | None = None
@@ -266,7 +279,10 @@ class TextClassificationDataModule(LongDocDataModule):
     # ----------------------------------------------------------------------------- properties
     @property
     def vocab_size(self) -> int:
-        """258 for ``bytes``; ``bpe_vocab_size`` for ``bpe`` (the trained vocabulary may be smaller)."""
+        """258 for ``bytes``; ``bpe_vocab_size`` for ``bpe`` (the trained vocabulary may be smaller); the
+        pretrained tokenizer's with ``tokenizer_file``."""
+        if self.pretrained_tokenizer is not None:
+            return self.pretrained_tokenizer.vocab_size
         return BYTE_VOCAB_SIZE if self.tokenizer == "bytes" else self.bpe_vocab_size
 
     @property
@@ -288,7 +304,7 @@ class TextClassificationDataModule(LongDocDataModule):
         return max(n, self.num_labels or 0)
 
     def _max_seq_len_bound(self) -> int:
-        return self.max_length + int(self.add_cls)
+        return self.token_bound(self.max_length)
 
     # ----------------------------------------------------------------------------- loading
     def _check_columns(self, columns: Sequence[str], where: str) -> None:
@@ -401,6 +417,8 @@ class TextClassificationDataModule(LongDocDataModule):
             self._get_tokenizer()
 
     def _encode(self, texts: list[str]) -> tuple[list[Any], int]:
+        if self.pretrained_tokenizer is not None:
+            return self.encode_texts(texts, self.max_length)
         if self.tokenizer == "bytes":
             seqs = [t.encode("utf-8") for t in texts]
         else:
@@ -413,8 +431,10 @@ class TextClassificationDataModule(LongDocDataModule):
         mapping = self.label_to_id
         if self.num_labels is not None and len(mapping) > self.num_labels:
             raise ValueError(f"found {len(mapping)} labels but data.num_labels={self.num_labels}; raise data.num_labels")
-        prefix = (CLS_ID,) if self.add_cls else ()
-        offset = VALUE_OFFSET if self.tokenizer == "bytes" else 0
+        pretrained = self.pretrained_tokenizer is not None  # its ids carry their own special tokens
+        prefix = (CLS_ID,) if self.add_cls and not pretrained else ()
+        offset = VALUE_OFFSET if self.tokenizer == "bytes" and not pretrained else 0
+        unit = "tokens" if pretrained else "bytes" if self.tokenizer == "bytes" else "BPE tokens"
         out = {}
         for split in ("train", "val", "test"):
             texts, labels = raw[split]
@@ -424,9 +444,9 @@ class TextClassificationDataModule(LongDocDataModule):
                                  "set data.label_names to list every label")
             seqs, cut = self._encode(texts)
             logger.info("%s %s: %d of %d documents truncated to max_length=%d %s", self.display_name, split, cut,
-                        len(seqs), self.max_length, "bytes" if self.tokenizer == "bytes" else "BPE tokens")
+                        len(seqs), self.max_length, unit)
             out[split] = TokenSequenceDataset(seqs, [mapping[y] for y in labels], offset=offset, prefix=prefix,
-                                              dtype=np.uint8 if self.tokenizer == "bytes" else np.int32)
+                                              dtype=np.uint8 if unit == "bytes" else np.int32)
         logger.info("%s labels: %s", self.display_name, ", ".join(f"{k!r} -> {v}" for k, v in mapping.items()))
         self._raw = None
         return out

@@ -10,24 +10,51 @@ from torch import nn
 from .axial import AxialPositionalEmbedding
 
 
+def padded_position_ids(real: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    """RoBERTa's position ids (fairseq ``make_positions``, as HF RoBERTa / Longformer compute them from the input
+    ids): the ``t``-th real token of a row (counting from 0) gets ``padding_idx + 1 + t``, padding gets ``padding_idx``.
+
+    Args:
+        real: (B, N) bool, True for real tokens. padding_idx: the checkpoint's padding row (RoBERTa: 1).
+
+    Returns:
+        (B, N) int64 position ids.
+    """
+    counts = torch.cumsum(real.to(torch.int64), dim=-1)
+    return torch.where(real, counts + padding_idx, torch.full_like(counts, padding_idx))
+
+
 class LearnedPositionalEmbedding(nn.Module):
     """A learned (max_positions x d_model) table (Devlin et al. 2019, BERT section 3).
+
+    Args:
+        max_positions: rows of the table. d_model: width. init_std: N(0, init_std) initialisation.
+        padding_idx: None (BERT): token ``t`` reads row ``t``. An int (RoBERTa / Longformer: 1, HF's
+            ``pad_token_id``): the encoder gives RoBERTa's ids (:func:`padded_position_ids`): real token ``t`` reads
+            row ``padding_idx + 1 + t``, padding reads row ``padding_idx``, so the table needs
+            ``padding_idx + 1`` rows more than the longest sequence (HF RoBERTa: 514 rows for 512 tokens).
 
     ``forward(position_ids (..., N) int64) -> (..., N, d_model)``.
 
     Raises:
-        ValueError: a position >= ``max_positions`` (set ``position.max_positions``).
+        ValueError: a position >= ``max_positions`` (set ``position.max_positions``); a negative ``padding_idx``.
     """
 
-    def __init__(self, max_positions: int, d_model: int, init_std: float = 0.02):
+    def __init__(self, max_positions: int, d_model: int, init_std: float = 0.02, padding_idx: int | None = None):
         super().__init__()
-        self.max_positions = max_positions
+        if padding_idx is not None and (isinstance(padding_idx, bool) or not isinstance(padding_idx, int)
+                                        or not 0 <= padding_idx < max_positions):
+            raise ValueError(f"position.padding_idx must be null or an integer in [0, max_positions={max_positions}), "
+                             f"got {padding_idx!r} (RoBERTa / Longformer: 1)")
+        self.max_positions, self.padding_idx = max_positions, padding_idx
         self.weight = nn.Parameter(torch.randn(max_positions, d_model) * init_std)
 
     def forward(self, position_ids: torch.Tensor) -> torch.Tensor:
         if position_ids.numel() and int(position_ids.max()) >= self.max_positions:
             raise ValueError(f"position {int(position_ids.max())} >= position.max_positions={self.max_positions}; "
-                             "raise position.max_positions to the longest sequence")
+                             "raise position.max_positions to the longest sequence"
+                             + (f" + {self.padding_idx + 1} (position.padding_idx + 1)" if self.padding_idx is not None
+                                else ""))
         return self.weight[position_ids]
 
 
@@ -52,7 +79,8 @@ class SinusoidalPositionalEmbedding(nn.Module):
 def build_position(name: str, d_model: int, max_seq_len: int, **kwargs) -> nn.Module | None:
     """Build the positional encoding ``name`` ('axial', 'learned', 'sinusoidal', 'none').
 
-    For 'axial', ``axial_dims=None`` splits ``d_model`` in two halves and ``axial_shape=None`` picks
+    For 'learned', ``max_positions=None`` sizes the table for ``max_seq_len`` (plus ``padding_idx + 1`` rows with
+    RoBERTa's ``padding_idx``). For 'axial', ``axial_dims=None`` splits ``d_model`` in two halves and ``axial_shape=None`` picks
     l1 = ceil(sqrt(max_seq_len)), l2 = ceil(max_seq_len / l1).
 
     Raises:
@@ -64,11 +92,14 @@ def build_position(name: str, d_model: int, max_seq_len: int, **kwargs) -> nn.Mo
     if name == "sinusoidal":
         return SinusoidalPositionalEmbedding(d_model)
     if name == "learned":
-        max_positions = kwargs.get("max_positions") or max_seq_len
-        if max_positions < max_seq_len:
+        padding_idx = kwargs.get("padding_idx")
+        offset = 0 if padding_idx is None else int(padding_idx) + 1
+        max_positions = kwargs.get("max_positions") or max_seq_len + offset
+        if max_positions < max_seq_len + offset:
             raise ValueError(f"position.max_positions={max_positions} is smaller than the longest sequence "
-                             f"({max_seq_len}); raise it or leave it null")
-        return LearnedPositionalEmbedding(max_positions, d_model, kwargs.get("init_std", 0.02))
+                             f"({max_seq_len})" + (f" + padding_idx + 1 ({offset})" if offset else "")
+                             + "; raise it or leave it null")
+        return LearnedPositionalEmbedding(max_positions, d_model, kwargs.get("init_std", 0.02), padding_idx)
     if name == "axial":
         dims = kwargs.get("axial_dims")
         shape = kwargs.get("axial_shape")

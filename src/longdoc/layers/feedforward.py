@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 
 class FeedForward(nn.Module):
     """Linear(D, d_ff) -> GELU -> dropout -> Linear(d_ff, D) (Vaswani et al. 2017, section 3.3).
@@ -29,7 +31,7 @@ class FeedForward(nn.Module):
         if chunk_size_feed_forward < 0:
             raise ValueError(f"model.chunk_size_feed_forward must be >= 0 (0 = off), got {chunk_size_feed_forward}")
         self.chunk_size_feed_forward = chunk_size_feed_forward
-        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.net = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), Dropout(dropout), nn.Linear(d_ff, d_model))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.chunk_size_feed_forward

@@ -60,6 +60,12 @@ class ReversibleBlock:
         self._rng_f: list[RNGState] = []
         self._rng_g: list[RNGState] = []
 
+    def compile(self, **options) -> None:
+        """Replace the two branches ``f`` and ``g`` by ``torch.compile`` versions of themselves (``options`` go to
+        ``torch.compile``); the coupling and its RNG replay stay eager."""
+        self.f = torch.compile(self.f, **options)
+        self.g = torch.compile(self.g, **options)
+
     def f(self, x, padding_mask, global_attention_mask):
         return self.block.attention_branch(x, padding_mask, global_attention_mask)
 
@@ -140,6 +146,11 @@ class ReversibleSequence:
     def __init__(self, blocks: Sequence[nn.Module], reversible_backward: bool = True):
         self.blocks = [ReversibleBlock(b) for b in blocks]
         self.reversible_backward = reversible_backward
+
+    def compile(self, **options) -> None:
+        """Compile every block's two branches (:meth:`ReversibleBlock.compile`)."""
+        for blk in self.blocks:
+            blk.compile(**options)
 
     def __call__(self, x1, x2, padding_mask=None, global_attention_mask=None):
         needs_grad = torch.is_grad_enabled() and (

@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from .classifier import SequenceClassifier
+from .compiling import compile_model
 from .encoder import Encoder
 from .heads import RetrievalHead, SequenceClassificationHead, pool
 from .lm import CausalLM, next_token_loss, next_token_targets
@@ -33,8 +34,10 @@ _TASK_ONLY_KEYS: dict[str, tuple[str, ...]] = {
 
 
 #: model.* keys that say how to initialise a model (applied by ``longdoc.train.build_module``, never by the model's
-#: constructor, so rebuilding a model from a checkpoint's hyperparameters does not read the pretrained file again).
-BUILD_ONLY_KEYS: tuple[str, ...] = ("init_from", "init_extend_positions", "freeze_embeddings")
+#: constructor, so rebuilding a model from a checkpoint's hyperparameters does not read the pretrained file again),
+#: and ``compile`` (:func:`compile_model`, applied there too: a checkpoint rebuilt for evaluation runs eagerly).
+BUILD_ONLY_KEYS: tuple[str, ...] = ("init_from", "init_extend_positions", "freeze_embeddings", "pretrained",
+                                    "compile")
 
 
 def check_task(task: str) -> str:
@@ -81,7 +84,7 @@ def build_task_model(task: str, *, num_classes: int, vocab_size: int, max_seq_le
 
 __all__ = [
     "TASKS", "DATA_TASKS", "PRETRAINING_TASKS", "build_task_model", "check_task",
-    "Encoder", "SequenceClassificationHead", "RetrievalHead", "pool",
+    "Encoder", "compile_model", "SequenceClassificationHead", "RetrievalHead", "pool",
     "SequenceClassifier", "RetrievalClassifier", "CausalLM", "next_token_loss", "next_token_targets",
     "MaskedLM", "SPAN_SAMPLINGS", "check_masking", "mask_tokens", "masked_lm_loss", "span_mask",
 ]

@@ -146,10 +146,11 @@ def init_encoder_from(encoder: nn.Module, source: str | Path, *, extend_position
 
 
 def freeze_embeddings(encoder: nn.Module) -> list[str]:
-    """Stop gradients to the token and position embeddings (``model.freeze_embeddings``); returns their names."""
+    """Stop gradients to the embeddings (``model.freeze_embeddings``): token and position tables, and the token-type
+    table and embedding LayerNorm of the HF layouts when the encoder has them; returns their names."""
     names = []
     for name, p in encoder.named_parameters():
-        if name.startswith(("token_embedding.", "position.")):
+        if name.startswith(("token_embedding.", "position.", "token_type_embedding.", "embedding_norm.")):
             p.requires_grad_(False)
             names.append(name)
     log.info("model.freeze_embeddings: %s frozen", names)
