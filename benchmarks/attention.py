@@ -348,17 +348,11 @@ def main(argv=None) -> int:
                     info["device_name"] = res["device_name"]
             row = {**base, **res}
             rows.append(row)
-            H.log(f"  {impl:22s} N={n:6d}  {row['status']:7s}  time {H.fmt_time(H.value(row, 'time_s')):>10s}  "
-                  f"peak {H.fmt_mib(H.value(row, 'peak_mem_mib')):>7s} MiB  "
-                  f"(alloc {H.fmt_mib(H.value(row, 'alloc_peak_mib'))})  wall {row.get('wall_s', 0):.1f}s  {row.get('note', '')}")
+            H.log_row(impl, n, row, f"(alloc {H.fmt_mib(H.value(row, 'alloc_peak_mib'))})  ")
             H.write_csv(out / "attention.csv", rows, FIELDS)  # keep partial results if interrupted
-    md = report(rows, lengths, impls, info, args)
-    (out / "attention.md").write_text(md)
-    H.write_json(out / "attention.json", {"args": vars(args), "machine": info, "rows": rows,
-                                          "total_wall_s": time.perf_counter() - t_start})
-    plot(rows, lengths, impls, info, out / "attention.png")
-    print(md)
-    H.log(f"total {time.perf_counter() - t_start:.0f} s; wrote {out}/attention.{{csv,md,png,json}}")
+    H.write_report(out, "attention", report(rows, lengths, impls, info, args),
+                   {"args": vars(args), "machine": info, "rows": rows}, t_start,
+                   lambda path: plot(rows, lengths, impls, info, path))
     return 0
 
 

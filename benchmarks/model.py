@@ -515,18 +515,11 @@ def main(argv=None) -> int:
                 info["device_name"] = res["device_name"]
         row = {"impl": name, "n": n, "batch": args.batch, **res}
         rows.append(row)
-        H.log(f"  {name:30s} N={n:6d}  {row['status']:7s}  time {H.fmt_time(H.value(row, 'time_s')):>10s}  "
-              f"peak {H.fmt_mib(H.value(row, 'peak_mem_mib')):>7s} MiB  wall {row.get('wall_s', 0):.1f}s  "
-              f"{row.get('note', '')}")
+        H.log_row(name, n, row)
         H.write_csv(out / "model.csv", rows, FIELDS)  # keep partial results if interrupted
-    md = report(rows, lengths, names, info, args)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "model.md").write_text(md)
-    H.write_json(out / "model.json", {"args": vars(args), "machine": info, "rows": rows,
-                                      "total_wall_s": time.perf_counter() - t_start})
-    plot(rows, lengths, names, info, out / "model.png")
-    print(md)
-    H.log(f"total {time.perf_counter() - t_start:.0f} s; wrote {out}/model.{{csv,md,png,json}}")
+    H.write_report(out, "model", report(rows, lengths, names, info, args),
+                   {"args": vars(args), "machine": info, "rows": rows}, t_start,
+                   lambda path: plot(rows, lengths, names, info, path))
     return 0
 
 

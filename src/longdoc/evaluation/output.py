@@ -15,6 +15,7 @@ import math
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -24,7 +25,8 @@ __all__ = [
     "ATTENTION_FAMILIES", "attention_label",
     "cpu_model", "machine_info", "machine_header",
     "write_csv", "write_json", "markdown_table", "print_tables",
-    "fmt_time", "fmt_mib", "ratio", "fmt_ratio", "cell", "value", "plot_panels", "log",
+    "fmt_time", "fmt_mib", "ratio", "fmt_ratio", "cell", "value", "plot_panels", "log", "log_row",
+    "write_report",
 ]
 
 # The model family of each attention type (the registry names of longdoc.attention), as the papers and Long
@@ -244,3 +246,23 @@ def plot_panels(path: str | Path, panels: Sequence[dict], title: str = "") -> bo
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def log_row(label: str, n: int, row: Mapping, extra: str = "") -> None:
+    """One measured configuration on stderr: label, N, status, time, peak memory, ``extra``, wall time, note."""
+    log(f"  {label:30s} N={n:6d}  {row['status']:7s}  time {fmt_time(value(row, 'time_s')):>10s}  "
+        f"peak {fmt_mib(value(row, 'peak_mem_mib')):>7s} MiB  {extra}wall {row.get('wall_s', 0):.1f}s  "
+        f"{row.get('note', '')}")
+
+
+def write_report(out: str | Path, stem: str, md: str, payload: dict, t_start: float,
+                 plot: Callable[[Path], object]) -> None:
+    """The end of a benchmark sweep: ``<out>/<stem>.md`` (``md``), ``<stem>.json`` (``payload`` + ``total_wall_s``
+    since ``t_start``, a ``time.perf_counter()`` value), ``plot(<out>/<stem>.png)``; the table printed to stdout."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.md").write_text(md)
+    write_json(out / f"{stem}.json", {**payload, "total_wall_s": time.perf_counter() - t_start})
+    plot(out / f"{stem}.png")
+    print(md)
+    log(f"total {time.perf_counter() - t_start:.0f} s; wrote {out}/{stem}.{{csv,md,png,json}}")
