@@ -33,7 +33,6 @@ from pathlib import Path
 import numpy as np
 
 from .base import (
-    BYTE_VOCAB_SIZE,
     CLS_ID,
     VALUE_OFFSET,
     DataNotFoundError,
@@ -190,12 +189,6 @@ class LRARetrievalDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             raise ValueError(f"max_length must be a positive integer, got {max_length}; set data.max_length > 0")
         self.save_hyperparameters(logger=False)
         self.path, self.file_prefix, self.max_length, self.unescape = path, file_prefix, max_length, unescape
-
-    @property
-    def vocab_size(self) -> int:
-        """258: ``<pad>``, ``<cls>`` and 256 byte values (the pretrained tokenizer's with ``tokenizer_file``)."""
-        tok = self.pretrained_tokenizer
-        return BYTE_VOCAB_SIZE if tok is None else tok.vocab_size
 
     @property
     def num_classes(self) -> int:

@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 
 from .base import (
-    BYTE_VOCAB_SIZE,
     CLS_ID,
     VALUE_OFFSET,
     DataNotFoundError,
@@ -225,12 +224,6 @@ class LRATextDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         self.path, self.hf_name, self.cache_dir = path, hf_name, cache_dir
         self.max_length, self.val_fraction = max_length, val_fraction
         self._raw: dict[str, Split] | None = None
-
-    @property
-    def vocab_size(self) -> int:
-        """258: ``<pad>``, ``<cls>`` and 256 byte values (the pretrained tokenizer's with ``tokenizer_file``)."""
-        tok = self.pretrained_tokenizer
-        return BYTE_VOCAB_SIZE if tok is None else tok.vocab_size
 
     @property
     def num_classes(self) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import DataNotFoundError
+from .base import BYTE_VOCAB_SIZE, DataNotFoundError
 
 logger = logging.getLogger("longdoc.data")
 
@@ -161,6 +161,13 @@ class PretrainedTokenizerMixin:
         """The tokenizer's padding id with ``tokenizer_file``, else the data's own (0)."""
         tok = self.pretrained_tokenizer
         return tok.pad_id if tok is not None else super().pad_id  # type: ignore[misc]
+
+    @property
+    def vocab_size(self) -> int:
+        """258: ``<pad>``, ``<cls>`` and 256 byte values (the pretrained tokenizer's with ``tokenizer_file``); a
+        subclass with another tokenisation of its own overrides it."""
+        tok = self.pretrained_tokenizer
+        return BYTE_VOCAB_SIZE if tok is None else tok.vocab_size
 
     def token_bound(self, max_length: int) -> int:
         """Longest sample for ``max_length`` text tokens: + the template's special tokens (with ``add_cls``) with

@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import BYTE_VOCAB_SIZE, CLS_ID, SPLITS, VALUE_OFFSET, DataNotFoundError, LongDocDataModule, TokenSequenceDataset
+from .base import CLS_ID, SPLITS, VALUE_OFFSET, DataNotFoundError, LongDocDataModule, TokenSequenceDataset
 from .pretrained_tokenizer import PretrainedTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
@@ -294,12 +294,6 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     def root(self) -> Path:
         """The source tree read: ``path``, or the interpreter's standard library."""
         return Path(self.path if self.path is not None else sysconfig.get_paths()["stdlib"])
-
-    @property
-    def vocab_size(self) -> int:
-        """258: ``<pad>``, ``<cls>`` and 256 byte values (the pretrained tokenizer's with ``tokenizer_file``)."""
-        tok = self.pretrained_tokenizer
-        return BYTE_VOCAB_SIZE if tok is None else tok.vocab_size
 
     @property
     def label_names(self) -> list[str]:
