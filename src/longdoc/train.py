@@ -240,6 +240,8 @@ def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
             task=task_of(cfg),
             data_task=getattr(datamodule, "task", "classification"),
             mlm=OmegaConf.to_container(cfg.mlm, resolve=True) if cfg.get("mlm") is not None else None,
+            special_ids=getattr(datamodule, "special_ids", None),
+            mask_token_id=getattr(datamodule, "mask_token_id", None),
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err

