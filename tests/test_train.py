@@ -73,3 +73,27 @@ def test_reversible_trains_with_bf16_accumulation_and_clipping(compose_cfg, atte
     ckpt = torch.load(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2  # 4 batches, 2 per optimizer step
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("data", ["listops", "listops_lra", "lra_text", "lra_retrieval", "lra_image", "lra_pathfinder",
+                                  "enwik8", "stdlib_packages", "text_classification"])
+def test_data_hyperparameters_load_with_weights_only(compose_cfg, tmp_path, data):
+    """Every data module gets plain lists / dicts from its config (no OmegaConf containers), so the hyper-parameters a
+    checkpoint stores load with torch.load(weights_only=True), as longdoc's own loaders read them."""
+    from omegaconf import DictConfig, ListConfig
+
+    from longdoc.train import build_datamodule
+
+    files = [f"data.train_file={tmp_path / 'train.csv'}", f"data.test_file={tmp_path / 'test.csv'}",
+             "data.label_names=[neg,pos]"] if data == "text_classification" else []
+    cfg = compose_cfg(f"data={data}", *files, tiny=False)
+    hparams = dict(build_datamodule(cfg).hparams)
+
+    def walk(value):
+        assert not isinstance(value, (DictConfig, ListConfig)), (data, value)
+        for v in (value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()):
+            walk(v)
+
+    walk(hparams)
+    torch.save({"datamodule_hyper_parameters": hparams}, tmp_path / "h.pt")
+    assert torch.load(tmp_path / "h.pt", weights_only=True)["datamodule_hyper_parameters"] == hparams

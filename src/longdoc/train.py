@@ -178,7 +178,7 @@ def build_datamodule(cfg: DictConfig) -> Any:
         ConfigError: the data module's constructor refused a value (its message names the key).
     """
     try:
-        return hydra.utils.instantiate(cfg.data)
+        return hydra.utils.instantiate(cfg.data, _convert_="all")  # plain lists / dicts: weights_only-safe checkpoints
     except Exception as err:  # hydra wraps constructor errors; surface the original message
         raise ConfigError(f"data: {getattr(err, '__cause__', None) or err}") from err
 

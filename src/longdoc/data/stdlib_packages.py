@@ -277,9 +277,7 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
                              "lower one of them")
         _check_int("max_length", max_length, 1, "a positive integer")
         _check_int("seed", seed, 0, "a non-negative integer")
-        exclude_dirs = list(exclude_dirs)  # a plain list in the checkpoint (Hydra passes a ListConfig, which
-        # torch.load(weights_only=True) refuses when Lightning reloads the best checkpoint for testing)
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False)  # train.py passes plain lists (instantiate(_convert_="all"))
         self.path = path
         self.exclude_dirs = tuple(exclude_dirs)
         self.min_files_per_class, self.max_files_per_class = min_files_per_class, max_files_per_class

@@ -260,8 +260,7 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
         if tokenizer == "bpe" and bpe_vocab_size < 256 + len(_BPE_SPECIAL):
             raise ValueError(f"bpe_vocab_size must be >= {256 + len(_BPE_SPECIAL)}, got {bpe_vocab_size}")
-        label_names = None if label_names is None else list(label_names)  # a plain list in the checkpoint
-        self.save_hyperparameters(logger=False)
+        self.save_hyperparameters(logger=False)  # train.py passes plain lists (instantiate(_convert_="all"))
         self.hf_name, self.hf_config = hf_name, hf_config
         self.hf_train_split, self.hf_validation_split, self.hf_test_split = hf_train_split, hf_validation_split, hf_test_split
         self.train_file, self.validation_file, self.test_file = train_file, validation_file, test_file

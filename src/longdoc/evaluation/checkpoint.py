@@ -98,7 +98,7 @@ def load_module_and_data(ckpt_path: str | os.PathLike, *, attention_overrides: M
     saved = OmegaConf.create(module.hparams.config or {})
     if "data" not in saved:
         raise ValueError(f"checkpoint {ckpt_path} has no saved data config; was it written by longdoc's train.py?")
-    return module, hydra.utils.instantiate(OmegaConf.merge(saved.data, dict(data_overrides or {})))
+    return module, hydra.utils.instantiate(OmegaConf.merge(saved.data, dict(data_overrides or {})), _convert_="all")
 
 
 def set_keys(section: Any) -> dict[str, Any]:
