@@ -86,3 +86,15 @@ def test_model_benchmark_writes_ratio_table_and_profile(tmp_path):
     out = _run("model.py", "--profile", "--lengths", "128", "--impls", "longdoc-local_global", "--warmup", "1",
                "--threads", "1", "--profile-rows", "5", out=tmp_path / "profile")
     assert "## longdoc-local_global, N=128" in out and "Self CPU time total" in out
+
+
+def test_adamw_step_benchmark_times_both_implementations_of_the_built_optimizer():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "adamw_step.py"), "--repeats", "2", "--overrides",
+                           "model.d_model=32", "model.depth=1", "model.d_ff=64", "model.n_heads=2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    import re
+
+    m = re.search(r"model.d_model=32 .*: (\d+) parameters, opt.step\(\) fused ([\d.]+) ms, per-tensor loop ([\d.]+) ms",
+                  proc.stdout)
+    assert m and int(m.group(1)) > 0 and float(m.group(2)) > 0 and float(m.group(3)) > 0, proc.stdout

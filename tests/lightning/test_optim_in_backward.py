@@ -168,3 +168,33 @@ def test_several_processes_fail_before_the_first_step(compose_cfg):
         module.configure_optimizers()
     module._trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=10)
     assert module.configure_optimizers()["optimizer"] is module.in_backward.optimizer
+
+
+def test_fused_adamw_is_the_default_and_makes_the_per_tensor_loops_update(compose_cfg):
+    """optimizer.fused=null (default) builds torch's fused AdamW on CPU; its steps equal those of torch's per-tensor
+    loop (optimizer.fused=false, the reference implementation) on the same gradients; a bad value fails at
+    composition."""
+    from types import SimpleNamespace
+
+    def build(*overrides):
+        _, module = validate_config(compose_cfg("+scheduler.warmup_steps=0", *overrides))
+        module._trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=10)
+        return module, module.configure_optimizers()["optimizer"]
+
+    fused_module, fused = build()
+    loop_module, loop = build("optimizer.fused=false")
+    assert fused.defaults["fused"] is True and not loop.defaults["fused"] and not loop.defaults["foreach"]
+    loop_module.load_state_dict(fused_module.state_dict())
+    start = [p.detach().clone() for p in fused_module.parameters()]
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        for a, b in zip(fused_module.parameters(), loop_module.parameters()):
+            a.grad = torch.randn(a.shape, generator=g)
+            b.grad = a.grad.clone()
+        fused.step()
+        loop.step()
+    for (name, a), b, a0 in zip(fused_module.named_parameters(), loop_module.parameters(), start):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+        assert not torch.equal(a, a0), name  # every parameter moved: the comparison is not of untouched weights
+    with pytest.raises(ConfigError, match=r"optimizer.fused='yes' must be true, false or null"):
+        validate_config(compose_cfg("optimizer.fused=yes"))

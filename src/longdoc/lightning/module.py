@@ -23,7 +23,7 @@ from ..optim import OptimizerInBackward
 logger = logging.getLogger("longdoc")
 
 #: Keys of the ``optimizer`` config.
-OPTIMIZER_KEYS = frozenset({"lr", "weight_decay", "betas", "eps", "in_backward", "encoder_lr_ratio"})
+OPTIMIZER_KEYS = frozenset({"lr", "weight_decay", "betas", "eps", "in_backward", "encoder_lr_ratio", "fused"})
 #: Learning-rate decays after the warm-up (``scheduler.decay``).
 DECAYS = ("cosine", "rsqrt", "constant")
 #: Keys of the ``mlm`` config (masking, :func:`longdoc.models.mask_tokens`) and their defaults (BERT's).
@@ -112,7 +112,9 @@ class LongDocModule(pl.LightningModule):
         num_classes, vocab_size, max_seq_len, pad_id: from the data module.
         optimizer: ``{lr, weight_decay, betas, eps}`` for ``torch.optim.AdamW`` (norms, biases and axial factors
             get no weight decay), ``encoder_lr_ratio`` (the encoder's learning rate is ``lr`` times it, the head's
-            ``lr``: a lower rate for a pretrained encoder when fine-tuning; 1.0 = one rate), and ``in_backward``: True steps each parameter inside the backward pass and frees
+            ``lr``: a lower rate for a pretrained encoder when fine-tuning; 1.0 = one rate), ``fused`` (None:
+            torch's fused AdamW kernel wherever the parameters allow, False: its per-tensor loop; the same update
+            rule) and ``in_backward``: True steps each parameter inside the backward pass and frees
             its gradient at once (:class:`~longdoc.optim.OptimizerInBackward`; the same updates, without
             all gradients alive at once; no gradient clipping, accumulation, fp16 or DDP, which ``validate_config``
             checks).
@@ -182,6 +184,8 @@ class LongDocModule(pl.LightningModule):
         unknown = set(self.optimizer_cfg) - OPTIMIZER_KEYS
         if unknown:
             raise ValueError(f"optimizer has unknown keys {sorted(unknown)}: the keys are {sorted(OPTIMIZER_KEYS)}")
+        if self.optimizer_cfg.get("fused") not in (None, True, False):
+            raise ValueError(f"optimizer.fused={self.optimizer_cfg['fused']!r} must be true, false or null")
         self.in_backward: OptimizerInBackward | None = None
         self.scheduler_cfg = dict(scheduler or {})
         decay = self.scheduler_cfg.get("decay", "cosine")
@@ -321,6 +325,20 @@ class LongDocModule(pl.LightningModule):
         if base is not None:
             self.log("test/majority_acc", float(base), sync_dist=False)
 
+    def _fused_adamw(self, fused: bool | None) -> bool:
+        """``optimizer.fused``: None -> torch's fused AdamW when every trainable parameter is a floating-point
+        tensor on the CPU or a CUDA device (the devices its kernel runs on); True insists (ValueError naming the
+        parameter otherwise), False keeps the per-tensor loop."""
+        if fused is False:
+            return False
+        for name, p in self.named_parameters():
+            if p.requires_grad and (not p.is_floating_point() or p.device.type not in ("cpu", "cuda")):
+                if fused:
+                    raise ValueError(f"optimizer.fused=true: parameter {name} is {p.dtype} on {p.device.type}, which "
+                                     "torch's fused AdamW does not run on; set optimizer.fused=null or false")
+                return False
+        return True
+
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = {"lr": 1e-3, "weight_decay": 0.01, "betas": (0.9, 0.98), "eps": 1e-8, **self.optimizer_cfg}
         ratio = float(cfg.get("encoder_lr_ratio", 1.0) or 1.0)
@@ -336,7 +354,7 @@ class LongDocModule(pl.LightningModule):
             [{"params": groups[key], "weight_decay": 0.0 if key[1] else cfg["weight_decay"],
               "lr": cfg["lr"] * (ratio if key[0] else 1.0)}
              for key in sorted(groups, key=lambda k: (not k[0], k[1])) if groups[key]],
-            lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"],
+            lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], fused=self._fused_adamw(cfg.get("fused")),
         )
         if self.in_backward is not None:  # configure_optimizers ran before (e.g. a second fit)
             self.in_backward.remove()
