@@ -202,6 +202,25 @@ def check_optimizer_in_backward(cfg: DictConfig) -> None:
                           "optimizer.in_backward=false")
 
 
+def check_optimizer_fused(cfg: DictConfig) -> None:
+    """``optimizer.fused=true`` (torch's fused AdamW) unscales mixed-precision gradients inside its own step, so
+    Lightning's AMP plugin (``trainer.precision=16-mixed`` / ``bf16-mixed``) cannot clip them before it.
+
+    Raises:
+        ConfigError: ``optimizer.fused=true`` with a ``*-mixed`` precision and ``trainer.gradient_clip_val`` set (the
+            default ``optimizer.fused=null`` then uses the per-tensor loop by itself).
+    """
+    if OmegaConf.select(cfg, "optimizer.fused", default=None) is not True:
+        return
+    trainer = cfg.get("trainer") or OmegaConf.create({})
+    precision, clip = str(trainer.get("precision", "32-true")), trainer.get("gradient_clip_val")
+    if precision.endswith("-mixed") and clip:
+        raise ConfigError(f"optimizer.fused=true: torch's fused AdamW unscales {precision} gradients inside its step, so "
+                          f"they cannot be clipped before it (trainer.gradient_clip_val={clip}); set "
+                          "optimizer.fused=null (the per-tensor loop is then used), trainer.gradient_clip_val=null or "
+                          "trainer.precision=32-true")
+
+
 # ------------------------------------------------------------------------------------------------
 # Schema: the types of each group's keys (extra keys pass through: e.g. any Trainer argument)
 # ------------------------------------------------------------------------------------------------
@@ -463,6 +482,7 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError(f"scheduler.decay={decay!r} is unknown: choose one of {list(DECAYS)} "
                           "(e.g. scheduler.decay=cosine)")
     check_optimizer_in_backward(cfg)
+    check_optimizer_fused(cfg)
     check_mlm(cfg)
     check_model_layout(cfg)
 

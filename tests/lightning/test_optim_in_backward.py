@@ -198,3 +198,19 @@ def test_fused_adamw_is_the_default_and_makes_the_per_tensor_loops_update(compos
         assert not torch.equal(a, a0), name  # every parameter moved: the comparison is not of untouched weights
     with pytest.raises(ConfigError, match=r"optimizer.fused='yes' must be true, false or null"):
         validate_config(compose_cfg("optimizer.fused=yes"))
+
+
+def test_fused_adamw_steps_aside_for_clipping_under_mixed_precision(compose_cfg):
+    """Lightning's AMP plugin cannot clip gradients that a fused step unscales itself: the default then builds the
+    per-tensor loop (and a run with bf16-mixed + clipping trains: tests/test_train.py), and optimizer.fused=true
+    with that combination fails at composition."""
+    from types import SimpleNamespace
+
+    _, module = validate_config(compose_cfg("trainer.precision=bf16-mixed"))
+    for clip, fused in ((1.0, False), (None, True)):
+        module._trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=10, precision="bf16-mixed",
+                                          gradient_clip_val=clip)
+        assert bool(module.configure_optimizers()["optimizer"].defaults["fused"]) is fused
+    with pytest.raises(ConfigError, match=r"optimizer.fused=true: .*bf16-mixed gradients .*gradient_clip_val=1.0"):
+        validate_config(compose_cfg("optimizer.fused=true", "trainer.precision=bf16-mixed"))
+    validate_config(compose_cfg("optimizer.fused=true", "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=null"))

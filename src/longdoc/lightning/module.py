@@ -327,9 +327,18 @@ class LongDocModule(pl.LightningModule):
 
     def _fused_adamw(self, fused: bool | None) -> bool:
         """``optimizer.fused``: None -> torch's fused AdamW when every trainable parameter is a floating-point
-        tensor on the CPU or a CUDA device (the devices its kernel runs on); True insists (ValueError naming the
-        parameter otherwise), False keeps the per-tensor loop."""
+        tensor on the CPU or a CUDA device (the devices its kernel runs on) and gradients are not clipped under a
+        mixed precision (Lightning's AMP plugin cannot clip what the fused step unscales itself); True insists
+        (ValueError naming the parameter or the setting otherwise), False keeps the per-tensor loop."""
         if fused is False:
+            return False
+        trainer = self._trainer
+        precision = str(getattr(trainer, "precision", "32-true"))
+        clip = getattr(trainer, "gradient_clip_val", None)
+        if precision.endswith("-mixed") and clip:
+            if fused:
+                raise ValueError(f"optimizer.fused=true cannot go with trainer.precision={precision} and "
+                                 f"trainer.gradient_clip_val={clip}: set optimizer.fused=null or false")
             return False
         for name, p in self.named_parameters():
             if p.requires_grad and (not p.is_floating_point() or p.device.type not in ("cpu", "cuda")):
