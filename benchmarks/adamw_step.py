@@ -15,15 +15,13 @@ check the parameters agree to 1e-6), so only the time differs.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from types import SimpleNamespace
 
 import torch
-from hydra import compose, initialize_config_dir
 
-import longdoc
+from longdoc.evaluation.train_config import compose_train_config
 from longdoc.train import validate_config
 
 BENCH_SIZES = ["model.d_model=256", "model.depth=4", "model.d_ff=1024", "model.n_heads=4"]  # model.py's bench preset
@@ -31,10 +29,8 @@ BENCH_SIZES = ["model.d_model=256", "model.depth=4", "model.d_ff=1024", "model.n
 
 def step_ms(overrides: list[str], fused: str, repeats: int, out: str) -> tuple[float, int]:
     """Median ``opt.step()`` time (ms) and the parameter count of the model composed with ``overrides``."""
-    conf = os.path.join(os.path.dirname(longdoc.__file__), "conf")
-    with initialize_config_dir(config_dir=conf, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"optimizer.fused={fused}", f"paths.output_dir={out}",
-                                                      f"paths.log_dir={out}", *overrides])
+    cfg = compose_train_config([f"optimizer.fused={fused}", f"paths.output_dir={out}", f"paths.log_dir={out}",
+                                *overrides])
     _, module = validate_config(cfg)
     module._trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=100)
     opt = module.configure_optimizers()["optimizer"]

@@ -28,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .attention import ATTENTION_REGISTRY
 from .checks import check_positive_int
-from .lightning.module import DECAYS
+from .lightning.module import DECAYS, fused_adamw_blocks_clipping
 from .layers import NORM_POSITIONS
 from .models import PRETRAINING_TASKS, SPAN_SAMPLINGS, TASKS, check_masking
 from .pretrained import check_pretrained
@@ -214,7 +214,7 @@ def check_optimizer_fused(cfg: DictConfig) -> None:
         return
     trainer = cfg.get("trainer") or OmegaConf.create({})
     precision, clip = str(trainer.get("precision", "32-true")), trainer.get("gradient_clip_val")
-    if precision.endswith("-mixed") and clip:
+    if fused_adamw_blocks_clipping(precision, clip):
         raise ConfigError(f"optimizer.fused=true: torch's fused AdamW unscales {precision} gradients inside its step, so "
                           f"they cannot be clipped before it (trainer.gradient_clip_val={clip}); set "
                           "optimizer.fused=null (the per-tensor loop is then used), trainer.gradient_clip_val=null or "

@@ -69,6 +69,11 @@ def _token_from_map(folder: Path, key: str = "pad_token") -> str | None:
     return None
 
 
+def _first_id(tok: Any, names: Sequence[str | None]) -> int | None:
+    """The id of the first of ``names`` (None entries skipped) in ``tok``'s vocabulary, or None."""
+    return next((int(i) for i in (tok.token_to_id(t) for t in names if t is not None) if i is not None), None)
+
+
 class PretrainedTokenizer:
     """A ``tokenizer.json`` loaded with HF ``tokenizers``, truncation and padding off.
 
@@ -103,16 +108,14 @@ class PretrainedTokenizer:
         self.tokenizer = tok
         self.vocab_size = int(tok.get_vocab_size(with_added_tokens=True))
         candidates = [_token_from_map(self.file.parent), stored_pad, *PAD_TOKEN_NAMES]
-        pad = next((tok.token_to_id(t) for t in candidates if t is not None and tok.token_to_id(t) is not None), None)
+        pad = _first_id(tok, candidates)
         if pad is None:
             raise ValueError(f"data.tokenizer_file={str(self.file)!r} has no padding token (looked for "
                              f"{[c for c in candidates if c]}); add one to the tokenizer")
         self.pad_id = int(pad)
         post = tok.post_processor
         self.num_special_tokens = int(post.num_special_tokens_to_add(False)) if post is not None else 0
-        mask_names = [_token_from_map(self.file.parent, "mask_token"), *MASK_TOKEN_NAMES]
-        mask = next((tok.token_to_id(t) for t in mask_names if t is not None and tok.token_to_id(t) is not None), None)
-        self.mask_id: int | None = None if mask is None else int(mask)
+        self.mask_id: int | None = _first_id(tok, [_token_from_map(self.file.parent, "mask_token"), *MASK_TOKEN_NAMES])
         specials = {i for i, added in tok.get_added_tokens_decoder().items() if added.special}
         specials.update(tok.encode("", add_special_tokens=True).ids)  # the template's ([CLS] [SEP], <s> </s>)
         specials.add(self.pad_id)

@@ -29,6 +29,15 @@ DECAYS = ("cosine", "rsqrt", "constant")
 #: Keys of the ``mlm`` config (masking, :func:`longdoc.models.mask_tokens`) and their defaults (BERT's).
 MLM_DEFAULTS: dict[str, Any] = {"mask_rate": 0.15, "mask_token_ratio": 0.8, "random_token_ratio": 0.1,
                                 "span_length": 1.0, "span_sampling": "geometric", "seed": 0}
+
+
+def fused_adamw_blocks_clipping(precision: str, gradient_clip_val: float | None) -> bool:
+    """Whether torch's fused AdamW and gradient clipping exclude each other: under a ``*-mixed`` ``precision``
+    Lightning's AMP plugin clips after unscaling, which a fused step does inside itself, so it refuses to clip
+    (``gradient_clip_val`` set) for a fused optimizer."""
+    return str(precision).endswith("-mixed") and bool(gradient_clip_val)
+
+
 #: Stream of the validation / test masks (see :meth:`LongDocModule.mask_generator`).
 _STAGE_STREAM = {"train": 0, "val": 1, "test": 2}
 
@@ -335,7 +344,7 @@ class LongDocModule(pl.LightningModule):
         trainer = self._trainer
         precision = str(getattr(trainer, "precision", "32-true"))
         clip = getattr(trainer, "gradient_clip_val", None)
-        if precision.endswith("-mixed") and clip:
+        if fused_adamw_blocks_clipping(precision, clip):
             if fused:
                 raise ValueError(f"optimizer.fused=true cannot go with trainer.precision={precision} and "
                                  f"trainer.gradient_clip_val={clip}: set optimizer.fused=null or false")
