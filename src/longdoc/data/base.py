@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
+import json
 import logging
 import os
 from collections import Counter
@@ -66,6 +68,8 @@ __all__ = [
     "carve_validation",
     "load_hf_dataset",
     "read_table",
+    "table_row_lines",
+    "describe_json_error",
     "atomic_write",
     "atomic_save_npy",
     "sha256_hex",
@@ -397,10 +401,96 @@ def load_hf_dataset(name: str, config: str | None = None, *, key: str, hint: str
         ) from err
 
 
+#: Plain words for the messages of Python's ``json`` module (the first words of ``JSONDecodeError.msg``).
+_JSON_ERROR_WORDS = {
+    "Extra data": "more text after the end of the first JSON value (two objects on one line? write one object per "
+                  "line)",
+    "Expecting value": "a value is missing where one was expected (a trailing comma, an unquoted word, or a line "
+                       "that is not JSON)",
+    "Expecting ',' delimiter": "a comma is missing between two entries",
+    "Expecting ':' delimiter": "a colon is missing between a key and its value",
+    "Expecting property name enclosed in double quotes": "a key is not in double quotes (or a comma comes right "
+                                                         "before the closing brace)",
+    "Illegal trailing comma": "a comma right before a closing brace or bracket",
+    "Unterminated string": "a string is not closed (a missing double quote)",
+    "Invalid control character": "a raw control character (a tab or line break) inside a string; write it as \\t "
+                                 "or \\n",
+    "Invalid \\escape": "an invalid backslash escape inside a string (write a backslash as \\\\)",
+}
+
+
+def describe_json_error(err: json.JSONDecodeError) -> str:
+    """``err`` in words: the column, a plain-words description where one is known, and Python's own message.
+
+    Args:
+        err: the error of ``json.loads``.
+
+    Returns:
+        e.g. ``"column 28: more text after the end of the first JSON value (...) [json: Extra data]"``.
+    """
+    words = next((w for prefix, w in _JSON_ERROR_WORDS.items() if err.msg.startswith(prefix)), None)
+    return f"column {err.colno}: " + (f"{words} [json: {err.msg}]" if words else err.msg)
+
+
+def _json_line_error(text: str) -> tuple[int, str] | None:
+    """The first problem of ``text`` read as JSON lines (one object per line, blank lines skipped): ``(1-based line,
+    "line N, column C: ...")``; ``None`` when every non-blank line is a JSON object."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as err:
+            return number, f"line {number}, {describe_json_error(err)}"
+        if not isinstance(value, dict):
+            return number, (f"line {number}: a JSON {type(value).__name__} where one object (a row with the columns "
+                            "as keys, e.g. {\"text\": \"...\", \"label\": \"...\"}) was expected")
+    return None
+
+
+def _read_json_table(path: Path, key: str | None) -> Any:
+    """``path`` (``.jsonl``: JSON lines; ``.json``: JSON lines or one JSON document, e.g. a list of records) as a
+    pandas DataFrame; every line is checked with ``json.loads`` first, so a malformed line is reported by its number.
+
+    Raises:
+        ValueError: no JSON objects, or a malformed line / document (names ``path``, the line, the column and the
+            JSON error in words, and ``key``).
+        UnicodeDecodeError: the file is not UTF-8 (:func:`read_table` reports where).
+    """
+    import pandas as pd
+
+    text = path.read_bytes().decode("utf-8-sig")  # a BOM is no data
+    other = f"; or set {key} to another file" if key else ""
+    if not text.strip():
+        raise ValueError(f"{path} is empty (no JSON objects); write one JSON object per line{other}")
+    found = _json_line_error(text)
+    if found is None:
+        return pd.read_json(io.StringIO(text), lines=True)
+    bad_line, problem = found
+    what = "JSON lines"
+    if path.suffix.lower() == ".json":  # may be one JSON document (a list of records, a dict of columns)
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as err:
+            first = next(n for n, line in enumerate(text.split("\n"), start=1) if line.strip())
+            if bad_line == first:  # not JSON lines at all: the document's own error
+                problem, what = f"line {err.lineno}, {describe_json_error(err)}", "JSON"
+        else:
+            return pd.read_json(io.StringIO(text))
+    fix = ("fix the JSON at that position" if what == "JSON" else
+           "each line must hold one complete JSON object (a .json file may instead be one JSON list of objects): "
+           "fix or delete that line")
+    raise ValueError(f"{path} is not valid {what}: {problem}; {fix}{other}")
+
+
 def read_table(path: str | os.PathLike, *, key: str | None = None) -> dict[str, list[Any]]:
     """Read a CSV (``.csv``), TSV (``.tsv``), JSON-lines (``.jsonl``, ``.json``) or parquet
     (``.parquet``) file with a header / field names into ``{column: list of values}`` (pandas).
-    Text files are read as UTF-8.
+
+    Text files are read as UTF-8. In CSV / TSV an empty cell is missing (``NaN``) and every other cell keeps its
+    text (``NA``, ``null``, ``None`` are not missing values). Every line of a JSON-lines file is checked with
+    ``json.loads`` before pandas reads the file; a ``.json`` file may also be one JSON document (a list of
+    records). Blank lines are skipped. :func:`table_row_lines` gives the line of each row.
 
     Args:
         path: the file.
@@ -411,8 +501,10 @@ def read_table(path: str | os.PathLike, *, key: str | None = None) -> dict[str, 
 
     Raises:
         DataNotFoundError: the file does not exist.
-        ValueError: an unsupported extension, an empty file (no header row) or a text file that is not
-            valid UTF-8 (the message names the file, the line of the first bad byte and ``key``).
+        ValueError: an unsupported extension, an empty file (no header row / no JSON object), a JSON-lines file
+            with a malformed line (the message names the file, the 1-based line, the column and the JSON error in
+            words) or a text file that is not valid UTF-8 (the message names the file, the line of the first bad
+            byte and ``key``).
     """
     import pandas as pd
 
@@ -422,15 +514,10 @@ def read_table(path: str | os.PathLike, *, key: str | None = None) -> dict[str, 
         raise DataNotFoundError(f"{path} does not exist" + (f"; set {key}" if key else ""))
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            df = pd.read_csv(path, keep_default_na=False)
-        elif suffix == ".tsv":
-            df = pd.read_csv(path, sep="\t", keep_default_na=False)
+        if suffix in (".csv", ".tsv"):
+            df = pd.read_csv(path, sep="," if suffix == ".csv" else "\t", keep_default_na=False, na_values=[""])
         elif suffix in (".jsonl", ".json"):
-            try:
-                df = pd.read_json(path, lines=True)
-            except ValueError:
-                df = pd.read_json(path)
+            df = _read_json_table(path, key)
         elif suffix in (".parquet", ".pq"):
             df = pd.read_parquet(path)
         else:
@@ -450,6 +537,53 @@ def read_table(path: str | os.PathLike, *, key: str | None = None) -> dict[str, 
             "(e.g. iconv -f latin1 -t utf-8)" + (f" or set {key} to a UTF-8 file" if key else "")
         ) from None
     return {str(c): df[c].tolist() for c in df.columns}
+
+
+def table_row_lines(path: str | os.PathLike) -> list[int] | None:
+    """The 1-based line of the file on which each row of :func:`read_table` ``(path)`` starts, as a user counts
+    lines (CSV / TSV: the header is line 1, a quoted field may span lines; JSON lines: one row per non-blank line).
+
+    Reads the file again (call it only to report or log rows). Blank lines are skipped as :func:`read_table`
+    skips them.
+
+    Args:
+        path: a file :func:`read_table` has read.
+
+    Returns:
+        one line number per row, or ``None`` when rows have no line of their own (parquet, a ``.json`` file that is
+        one JSON document) or the file cannot be read as text.
+    """
+    import csv
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".csv", ".tsv"):
+            lines: list[int] = []
+            with open(path, newline="", encoding="utf-8") as fh:
+                reader = csv.reader(fh, delimiter="," if suffix == ".csv" else "\t")
+                header = True
+                while True:
+                    start = reader.line_num + 1
+                    try:
+                        row = next(reader)
+                    except StopIteration:
+                        break
+                    if len(row) <= 1 and not "".join(row).strip():  # pandas skips blank lines
+                        continue
+                    if header:
+                        header = False
+                    else:
+                        lines.append(start)
+            return lines
+        if suffix in (".jsonl", ".json"):
+            text = path.read_bytes().decode("utf-8-sig")  # a BOM is no data
+            if _json_line_error(text) is not None:  # one JSON document
+                return None
+            return [n for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 @contextlib.contextmanager

@@ -47,6 +47,7 @@ from .base import (
     carve_validation,
     load_hf_dataset,
     read_table,
+    table_row_lines,
 )
 from .pretrained_tokenizer import PretrainedTokenizerMixin
 
@@ -70,8 +71,10 @@ def imdb_label(value: Any) -> int:
     """Map an IMDB label (``0``/``1``, ``"neg"``/``"pos"``, ``"negative"``/``"positive"``) to 0/1.
 
     Raises:
-        ValueError: any other value.
+        ValueError: any other value (an empty or missing label included).
     """
+    if value is None or (isinstance(value, (float, np.floating)) and value != value):
+        raise ValueError("missing label; expected 0/1, neg/pos or negative/positive")
     key = str(value).strip().lower()
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         key = str(int(value))
@@ -83,7 +86,9 @@ def imdb_label(value: Any) -> int:
 def _to_bytes(text: Any) -> bytes:
     if isinstance(text, (bytes, bytearray)):
         return bytes(text)
-    return ("" if text is None else str(text)).encode("utf-8")
+    if text is None or (isinstance(text, float) and text != text):  # an empty CSV cell is NaN (read_table)
+        return b""
+    return str(text).encode("utf-8")
 
 
 def _review_order(p: Path) -> tuple[int, str]:
@@ -118,7 +123,13 @@ def read_aclimdb(root: str | os.PathLike) -> dict[str, Split]:
 
 
 def _read_imdb_tables(root: Path) -> dict[str, Split] | None:
-    """``train.<ext>`` / ``test.<ext>`` tables under ``root``; ``None`` if there are none."""
+    """``train.<ext>`` / ``test.<ext>`` tables under ``root``; ``None`` if there are none.
+
+    Raises:
+        DataNotFoundError: only one of the two tables exists.
+        ValueError: a missing column, a malformed JSON line, or a label that is not 0/1, neg/pos, negative/positive
+            (empty or missing included); the message names the file and the line (parquet: the row index).
+    """
     found = {split: next((root / f"{split}{ext}" for ext in _TABLE_EXTS if (root / f"{split}{ext}").is_file()), None)
              for split in ("train", "test")}
     if all(f is None for f in found.values()):
@@ -131,7 +142,15 @@ def _read_imdb_tables(root: Path) -> dict[str, Split] | None:
         for col in ("text", "label"):
             if col not in table:
                 raise ValueError(f"{f} has no column '{col}' (columns: {sorted(table)}); IMDB tables need text,label")
-        out[split] = ([_to_bytes(t) for t in table["text"]], [imdb_label(y) for y in table["label"]])
+        labels = []
+        for k, y in enumerate(table["label"]):
+            try:
+                labels.append(imdb_label(y))
+            except ValueError as err:
+                lines = table_row_lines(f)
+                at = f"line {lines[k]}" if lines is not None and len(lines) == len(table["label"]) else f"row index {k}"
+                raise ValueError(f"{f} {at}: {err}; fix that row or delete it (data.path={str(root)!r})") from None
+        out[split] = ([_to_bytes(t) for t in table["text"]], labels)
     return out
 
 

@@ -17,9 +17,13 @@ Documents and labels:
   counts as a package whether or not it has an ``__init__.py`` (namespace packages);
 * **top-level single-file modules** (``os.py``, ``typing.py``; ``json`` is a package folder, not one)
   are **excluded**: each would be a class of one file;
-* folders whose *name* is in ``exclude_dirs`` are not searched, at any depth (default: ``test``,
-  ``tests``, ``idle_test``, ``idlelib`` (an application, not a library), ``site-packages``,
-  ``dist-packages``, ``__pycache__``), so ``test/`` and ``ctypes/test/`` are both skipped;
+* folders whose *name* is in ``exclude_dirs`` or ``extra_exclude_dirs`` are not searched, at any depth
+  (``exclude_dirs`` defaults to :data:`DEFAULT_EXCLUDE_DIRS`: ``test``, ``tests``, ``idle_test``, ``idlelib`` (an
+  application, not a library), ``site-packages``, ``dist-packages``, ``__pycache__``; ``extra_exclude_dirs`` to
+  none), so ``test/`` and ``ctypes/test/`` are both skipped. Setting ``exclude_dirs`` *replaces* the default list
+  (``data.exclude_dirs=[x]`` searches ``test/`` and ``site-packages/`` again, which then become classes); to skip
+  one more folder keep the defaults with ``data.extra_exclude_dirs=[x]``, or write the whole list
+  (``data.exclude_dirs=[test,tests,idle_test,idlelib,site-packages,dist-packages,__pycache__,x]``);
 * empty (0-byte) files are dropped: they carry no evidence of their package;
 * packages with fewer than ``min_files_per_class`` files are dropped; a package with more than
   ``max_files_per_class`` keeps a seeded random subsample of that many (``null``: no cap).
@@ -77,7 +81,8 @@ __all__ = [
     "split_package_files",
 ]
 
-#: Folder names never searched (at any depth) by default.
+#: Folder names never searched (at any depth) by default: the default of ``exclude_dirs`` (and of ``data.exclude_dirs``
+#: in ``conf/data/stdlib_packages.yaml``, which repeats this list; an override replaces it).
 DEFAULT_EXCLUDE_DIRS: tuple[str, ...] = ("test", "tests", "idle_test", "idlelib", "site-packages", "dist-packages",
                                          "__pycache__")
 
@@ -219,7 +224,10 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     Args:
         path: the source tree; ``None``: the running interpreter's standard library
             (``sysconfig.get_paths()["stdlib"]``).
-        exclude_dirs: folder names not searched, at any depth (default :data:`DEFAULT_EXCLUDE_DIRS`).
+        exclude_dirs: folder names not searched, at any depth (default :data:`DEFAULT_EXCLUDE_DIRS`); a value
+            replaces the whole default list (``[x]`` searches ``test/`` and ``site-packages/`` again).
+        extra_exclude_dirs: more folder names not searched, added to ``exclude_dirs`` (default none): the way to
+            skip one more folder and keep the defaults (``data.extra_exclude_dirs=[x]``).
         min_files_per_class: packages with fewer files are dropped (integer >= 3: one file per split).
         max_files_per_class: larger packages keep a seeded subsample of this many files (>=
             ``min_files_per_class``); ``None``: no cap.
@@ -246,6 +254,7 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         self,
         path: str | os.PathLike | None = None,
         exclude_dirs: Sequence[str] = DEFAULT_EXCLUDE_DIRS,
+        extra_exclude_dirs: Sequence[str] = (),
         min_files_per_class: int = 20,
         max_files_per_class: int | None = 100,
         val_fraction: float = 0.1,
@@ -261,10 +270,10 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     ):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
-        if isinstance(exclude_dirs, (str, bytes)) or not all(isinstance(d, str) and d and "/" not in d
-                                                              for d in exclude_dirs):
-            raise ValueError(f"data.exclude_dirs must be a list of folder names (no '/'), got {exclude_dirs!r}; "
-                             "e.g. data.exclude_dirs=[test,tests]")
+        for name, dirs in (("exclude_dirs", exclude_dirs), ("extra_exclude_dirs", extra_exclude_dirs)):
+            if isinstance(dirs, (str, bytes)) or not all(isinstance(d, str) and d and "/" not in d for d in dirs):
+                raise ValueError(f"data.{name} must be a list of folder names (no '/'), got {dirs!r}; "
+                                 f"e.g. data.{name}=[test,tests]")
         _check_int("min_files_per_class", min_files_per_class, 3, "an integer >= 3 (one file in each split)")
         if max_files_per_class is not None:
             _check_int("max_files_per_class", max_files_per_class, min_files_per_class,
@@ -279,7 +288,7 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         _check_int("seed", seed, 0, "a non-negative integer")
         self.save_hyperparameters(logger=False)  # train.py passes plain lists (instantiate(_convert_="all"))
         self.path = path
-        self.exclude_dirs = tuple(exclude_dirs)
+        self.exclude_dirs = tuple(dict.fromkeys([*exclude_dirs, *extra_exclude_dirs]))  # both lists, in order
         self.min_files_per_class, self.max_files_per_class = min_files_per_class, max_files_per_class
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
         self.max_length = max_length
@@ -326,8 +335,10 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             val_fraction=self.val_fraction, test_fraction=self.test_fraction, seed=self.seed)
         name = self.display_name
         logger.info("%s: %s: %d package files; excluded: %d top-level single-file modules (no package), %d empty "
-                    "files, folders not searched: %s", name, where, len(index.files), index.top_level_modules,
-                    index.empty_files, ", ".join(f"{d} ({n})" for d, n in index.skipped_dirs.items()) or "none")
+                    "files, folders not searched: %s (exclude_dirs + extra_exclude_dirs: %s)", name, where,
+                    len(index.files), index.top_level_modules, index.empty_files,
+                    ", ".join(f"{d} ({n})" for d, n in index.skipped_dirs.items()) or "none",
+                    ", ".join(self.exclude_dirs) or "none")
         if dropped:
             logger.info("%s: %d packages with fewer than min_files_per_class=%d files dropped: %s", name, len(dropped),
                         self.min_files_per_class, ", ".join(f"{k} ({v})" for k, v in dropped.items()))

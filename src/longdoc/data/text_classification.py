@@ -13,6 +13,13 @@ Sources (one of):
 Without a validation split, a seeded ``val_fraction`` of the training set is held out
 (:func:`~longdoc.data.base.carve_validation`).
 
+Empty rows: a row whose label is empty, whitespace-only or missing (an empty CSV cell, JSON ``null`` or no key,
+a parquet / HF null) or whose text is empty or whitespace-only is an error that names the file and the rows (CSV /
+TSV: the line in the file, the header being line 1; JSON lines: the 1-based line; parquet / HF datasets: the
+0-based row index and the split), since an empty label would silently become a class of its own. With
+``drop_empty=True`` such rows are dropped instead, and the number dropped per split and reason is logged (logger
+``longdoc.data``).
+
 Labels: strings or integers, mapped to ids ``0..K-1``: in the order of ``label_names`` if given,
 else sorted (numerically when all labels are integers, else as strings) over the training labels.
 A validation / test label outside the mapping is an error.
@@ -39,7 +46,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,7 @@ from .base import (
     carve_validation,
     load_hf_dataset,
     read_table,
+    table_row_lines,
 )
 from .pretrained_tokenizer import PretrainedTokenizerMixin
 
@@ -167,12 +175,33 @@ def _check_specials(tok: Any, where: Any) -> None:
         raise ValueError(f"{where}: special tokens {_BPE_SPECIAL} have ids {ids}, expected [{PAD_ID}, {CLS_ID}]")
 
 
+def _is_missing(value: Any) -> bool:
+    """True for ``None``, NaN, ``pandas.NA`` / ``NaT`` and strings that are empty or whitespace-only."""
+    import pandas as pd
+
+    if isinstance(value, str):
+        return not value.strip()
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
 def _text(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if not isinstance(value, (str, bytes, bytearray)) and _is_missing(value):
         return ""
     if isinstance(value, (bytes, bytearray)):
         return bytes(value).decode("utf-8", errors="replace")
     return str(value)
+
+
+def _rows_in_words(rows: Sequence[int], lines: Sequence[int] | None, limit: int = 5) -> str:
+    """``"lines 3, 7"`` (file lines of the 0-based ``rows``) or, without ``lines``, ``"row indices 3, 7, counting
+    from 0"``; at most ``limit`` numbers, then ``"and N more"``."""
+    numbers = list(rows) if lines is None else [lines[k] for k in rows]
+    shown = ", ".join(str(n) for n in numbers[:limit])
+    if len(numbers) > limit:
+        shown += f" and {len(numbers) - limit} more"
+    if lines is None:
+        return f"{'row index' if len(numbers) == 1 else 'row indices'} {shown}, counting from 0"
+    return f"{'line' if len(numbers) == 1 else 'lines'} {shown}"
 
 
 class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
@@ -198,6 +227,8 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         max_length: tokens kept per document (> 0), before ``<cls>``.
         val_fraction: held-out fraction of train when there is no validation split (0 < f < 1).
         cache_dir: where the BPE tokenizer (and HF downloads) are cached.
+        drop_empty: ``False`` (default): a row with an empty / missing label or an empty / whitespace-only text is
+            an error naming the file and its lines; ``True``: such rows are dropped and counted in the log.
         seed, batch_size, max_tokens_per_batch, num_workers, bucket_by_length, add_cls: see
             :class:`~longdoc.data.base.LongDocDataModule`.
 
@@ -206,7 +237,9 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             / missing test split (``prepare_data`` / ``setup``); messages name the keys.
         ValueError: unknown ``tokenizer``, ``bpe`` with ``tokenizer_file``, bad sizes; (``prepare_data`` /
             ``setup``, before any training) an empty or non-UTF-8 file, a split without samples, a training set with a single class,
-            missing columns or unknown labels; messages name the file and the config key to set.
+            missing columns, rows with an empty label or text (without ``drop_empty``; the message names the file
+            and the lines or row indices), a malformed JSON line (file and line) or unknown labels; messages name
+            the file and the config key to set.
     """
 
     task = "classification"
@@ -239,6 +272,7 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         bucket_by_length: bool = True,
         add_cls: bool = True,
         tokenizer_file: str | os.PathLike | None = None,
+        drop_empty: bool = False,
     ):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
@@ -256,6 +290,8 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             raise ValueError(f"max_length must be a positive integer, got {max_length}; set data.max_length > 0")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}; set data.val_fraction")
+        if not isinstance(drop_empty, bool):
+            raise ValueError(f"data.drop_empty must be true or false, got {drop_empty!r}")
         if num_labels is not None and num_labels < 2:
             raise ValueError(f"num_labels must be >= 2, got {num_labels}")
         if tokenizer == "bpe" and bpe_vocab_size < 256 + len(_BPE_SPECIAL):
@@ -271,6 +307,7 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         self.tokenizer_file = tokenizer_file
         self.bpe_vocab_size, self.bpe_min_frequency = bpe_vocab_size, bpe_min_frequency
         self.max_length, self.val_fraction, self.cache_dir = max_length, val_fraction, cache_dir
+        self.drop_empty = drop_empty
         self._raw: dict[str, RawSplit] | None = None
         self._label_map: dict[Any, int] | None = None
         self._tokenizer_obj: Any = None
@@ -311,25 +348,55 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             if key not in columns:
                 raise ValueError(f"{where} has no column {key!r} (columns: {sorted(columns)}); set data.{name}")
 
-    def _columns(self, table: dict[str, list[Any]], where: str, key: str) -> RawSplit:
+    def _columns(self, table: dict[str, list[Any]], where: str, key: str, split: str,
+                 lines: Callable[[], Sequence[int] | None] = lambda: None) -> RawSplit:
         """(texts, normalised labels) of one split read from ``where``; ``key`` is the config key that
-        names the source (e.g. ``data.train_file``).
+        names the source (e.g. ``data.train_file``), ``lines()`` the file line of each row (``None``: rows are
+        named by their 0-based index).
+
+        Rows with an empty / missing label or an empty / whitespace-only text are an error, or dropped (and
+        counted in the log) with ``drop_empty``.
 
         Raises:
-            ValueError: a missing column, a missing label, or no rows (the message names ``where`` and
-                the key to set).
+            ValueError: a missing column, rows with an empty label or text (without ``drop_empty``), or no rows
+                (the message names ``where``, the lines or row indices and the key to set).
         """
         self._check_columns(list(table), where)
+        texts, raw_labels = list(table[self.text_key]), list(table[self.label_key])
+        no_label = [k for k, y in enumerate(raw_labels) if _is_missing(y)]
+        no_text = [k for k, t in enumerate(texts) if not _text(t).strip()]
+        if no_label or no_text:
+            row_lines = lines()
+            if row_lines is not None and len(row_lines) != len(raw_labels):
+                row_lines = None  # the file's lines do not match its rows: name rows by index
+            parts = []
+            if no_label:
+                parts.append(f"{len(no_label)} with an empty or missing label in column {self.label_key!r} "
+                             f"({_rows_in_words(no_label, row_lines)})")
+            if no_text:
+                parts.append(f"{len(no_text)} with an empty or whitespace-only text in column {self.text_key!r} "
+                             f"({_rows_in_words(no_text, row_lines)})")
+            if not self.drop_empty:
+                raise ValueError(
+                    f"{where} ({key}) has rows without a label or text: {'; '.join(parts)}. An empty label would "
+                    "become a class of its own and an empty text has nothing to classify: fill in or delete those "
+                    "rows, or set data.drop_empty=true to drop them (the number dropped is logged per split)")
+            bad = set(no_label) | set(no_text)
+            logger.warning("%s %s: dropped %d of %d rows of %s (data.drop_empty=true): %s", self.display_name, split,
+                           len(bad), len(raw_labels), where, "; ".join(parts))
+            keep = [k for k in range(len(raw_labels)) if k not in bad]
+            texts, raw_labels = [texts[k] for k in keep], [raw_labels[k] for k in keep]
         labels = []
-        for k, y in enumerate(table[self.label_key]):
+        for k, y in enumerate(raw_labels):
             try:
                 labels.append(normalize_label(y))
             except ValueError as err:
                 raise ValueError(f"{where} row {k}: {err}") from err
         if not labels:
             kind = "file" if key.endswith("_file") else "split"
-            raise ValueError(f"{where} has no samples; set {key} to a {kind} with at least one sample")
-        return [_text(t) for t in table[self.text_key]], labels
+            left = " left after data.drop_empty dropped its empty rows" if len(table[self.label_key]) else ""
+            raise ValueError(f"{where} has no samples{left}; set {key} to a {kind} with at least one sample")
+        return [_text(t) for t in texts], labels
 
     def _check_train_classes(self, labels: list[Any], where: str, key: str) -> None:
         """Raise ValueError (naming ``where``, ``data.label_key`` and ``key``) unless the training labels
@@ -353,7 +420,8 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
                 continue
             if not Path(f).is_file():
                 raise DataNotFoundError(f"data.{key}={str(f)!r} does not exist; {_SOURCE_HINT}")
-            out[split] = self._columns(read_table(f, key=f"data.{key}"), str(f), f"data.{key}")
+            out[split] = self._columns(read_table(f, key=f"data.{key}"), str(f), f"data.{key}", split,
+                                       lambda f=f: table_row_lines(f))
         self._check_train_classes(out["train"][1], str(self.train_file), "data.train_file")
         return out
 
@@ -371,10 +439,10 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
                 raise DataNotFoundError(f"the Hugging Face dataset {self.hf_name!r} has no split {name!r} "
                                         f"(splits: {sorted(ds)}); set data.{key}")
             part = ds[name]
-            where = f"{self.hf_name}[{name}]"
+            where = f"the Hugging Face dataset {self.hf_name!r} split {name!r}"
             self._check_columns(part.column_names, where)
             out[split] = self._columns({self.text_key: part[self.text_key], self.label_key: part[self.label_key]},
-                                       where, f"data.{key}")
+                                       where, f"data.{key}", split)
         self._check_train_classes(out["train"][1], f"{self.hf_name}[{self.hf_train_split}]", "data.hf_train_split")
         return out
 
