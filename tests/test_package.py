@@ -1,11 +1,13 @@
 """The installable package: a wheel built from the repository, installed without `-e` into a fresh virtualenv, runs
-`longdoc-train` and `longdoc-evaluate` from an empty directory (configuration shipped inside the package)."""
+`longdoc-train` and `longdoc-evaluate` from an empty directory (configuration shipped inside the package, once: the
+repository's root `conf` link to `src/longdoc/conf` adds no second copy to the wheel or the source distribution)."""
 
 import os
 import shutil
 import site
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -20,12 +22,28 @@ def test_wheel_installs_and_runs_from_an_empty_directory(tmp_path, data_dir):
     shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
+    os.symlink(os.readlink(ROOT / "conf"), source / "conf")  # the root conf/ -> src/longdoc/conf link, as committed
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
                     str(source)], check=True, timeout=600)
     (wheel,) = dist.glob("longdoc-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "longdoc/conf/train.yaml" in names and "longdoc/conf/attention/lsh.yaml" in names
+    # every configuration file of the package, once, under longdoc/conf/; the root link adds no top-level conf/
+    shipped = sorted(n for n in names if n.endswith(".yaml"))
+    expected = sorted(f"longdoc/conf/{p.relative_to(ROOT / 'src' / 'longdoc' / 'conf').as_posix()}"
+                      for p in (ROOT / "src" / "longdoc" / "conf").rglob("*.yaml"))
+    assert "longdoc/conf/train.yaml" in expected and "longdoc/conf/attention/lsh.yaml" in expected
+    assert shipped == expected
+    assert len(names) == len(set(names)) and not [n for n in names if n.split("/")[0] == "conf"]
+    # the source distribution (python -m build; `wheel`, a build requirement pip does not need, may be absent) holds
+    # the configuration once, inside the package
+    subprocess.run([sys.executable, "-m", "build", "--sdist", "--no-isolation", "--skip-dependency-check", "-o",
+                    str(tmp_path / "sdist"), str(source)], check=True, timeout=600, capture_output=True)
+    (sdist,) = (tmp_path / "sdist").glob("longdoc-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        members = [m.name.split("/", 1)[1] for m in tar.getmembers() if "/" in m.name]
+    assert sorted(m for m in members if m.endswith(".yaml")) == [f"src/{n}" for n in expected]
+    assert not [m for m in members if m.split("/")[0] == "conf"]
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

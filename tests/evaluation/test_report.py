@@ -2,13 +2,18 @@
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
 from longdoc.evaluate import evaluate
-from longdoc.evaluation.report import PUBLISHED_TABLE1, RunSkipped, collect_runs, lra_table, read_run
+from longdoc.evaluation.report import (PUBLISHED_TABLE1, RunSkipped, collect_runs, expand_run_dirs, lra_table,
+                                       read_run)
 
 
 def _run(root: Path, name: str, target: str, attention: str, metrics: dict | None, **data) -> Path:
@@ -101,3 +106,124 @@ def test_unknown_mode_and_metrics_without_checkpoint(compose_cfg):
         evaluate(compose_cfg("mode=nope", config_name="evaluate"))
     with pytest.raises(ValueError, match="mode=metrics needs ckpt_path="):
         evaluate(compose_cfg(config_name="evaluate"))
+
+
+# --- self-pretrained runs (experiment=spt/<data>) ---------------------------------------------------------------------
+# train.py's layout of one such run (a run directory, or one job <n>_<overrides> of a multirun sweep):
+#   .hydra/{config,hydra,overrides}.yaml   the composed config (with `stages`), no metrics.json
+#   pretrain/{config.yaml,metrics.json}   task: mlm, metrics val/bpt, test/bpt, test/mlm_acc (no test/acc)
+#   finetune/{config.yaml,metrics.json}   the classification stage: test/acc, majority_acc, wall_time_s
+#   metrics.json                          both stages' metrics under pretrain/... and finetune/...
+#   <task_name>.log
+# and no config.yaml of its own.
+
+
+def _spt_run(root: Path, name: str, attention: str, test_acc: float, pre_wall: float, ft_wall: float) -> Path:
+    d = root / name
+    data = {"_target_": "longdoc.data.ListOpsDataModule", "max_length": 60}
+    common = {"task_name": "spt_listops", "data": data, "attention": {"name": attention},
+              "model": {"attention_layers": None, "init_from": None}}
+    stages = {"pretrain": {"task": "mlm", "trainer": {"max_steps": 3}}, "finetune": {"trainer": {"max_steps": 3}}}
+    (d / ".hydra").mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create({**common, "task": None, "stages": stages}), d / ".hydra" / "config.yaml")
+    (d / ".hydra" / "hydra.yaml").write_text("hydra:\n  mode: RUN\n")
+    (d / ".hydra" / "overrides.yaml").write_text(f"- experiment=spt/listops\n- attention={attention}\n")
+    pre = {"test/bpt": 5.19, "test/mlm_acc": 0.08, "val/bpt": 4.84, "val/bpt_best": 4.84, "wall_time_s": pre_wall}
+    fin = {"majority_acc": 0.15, "test/acc": test_acc, "test/loss": 2.3, "val/acc": 0.3, "val/acc_best": 0.3,
+           "wall_time_s": ft_wall}
+    for stage, metrics, extra in (("pretrain", pre, {"task": "mlm"}),
+                                  ("finetune", fin, {"task": None, "model": {**common["model"],
+                                                                             "init_from": str(d / "pretrain")}})):
+        (d / stage / "checkpoints").mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({**common, **extra}), d / stage / "config.yaml")
+        (d / stage / "metrics.json").write_text(json.dumps(metrics))
+    both = {f"{s}/{k}": v for s, m in (("pretrain", pre), ("finetune", fin)) for k, v in m.items()}
+    (d / "metrics.json").write_text(json.dumps({**both, "optimized_value": 0.3}))
+    (d / "spt_listops.log").write_text("")
+    return d
+
+
+def _used_runs(md: str) -> list[str]:
+    """The first column of lra_table.md's "Runs used" table."""
+    section = md.split("## Runs used", 1)[1].split("## Skipped", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")][2:]  # after the header and |---|
+    return [line.split("|")[1].strip() for line in rows]
+
+
+def test_lra_table_lists_a_self_pretrained_run_as_one_spt_row(compose_cfg, tmp_path):
+    runs = tmp_path / "outputs" / "spt_listops" / "runs"
+    spt = _spt_run(runs, "2026-01-02_03-04-05", "full", 0.41, pre_wall=60.0, ft_wall=120.0)
+    scratch = _run(tmp_path / "outputs" / "train" / "runs", "scratch", "ListOpsDataModule", "full", {"test/acc": 0.37})
+    for pattern, expected in (([str(spt)], [spt]), ([f"{runs}/*", str(scratch)], [spt, scratch])):
+        out = tmp_path / f"eval{len(expected)}"
+        cfg = compose_cfg("mode=lra_table", f"runs=[{','.join(pattern)}]", f"paths.output_dir={out}",
+                          config_name="evaluate")
+        res = evaluate(cfg)
+        md = (out / "lra_table.md").read_text()
+        assert "| Transformer + SPT (ours) | 41.00 | - | - | - | - | - | 41.00 | - |" in md
+        assert ("| Transformer (ours) | 37.00 |" in md) == (scratch in expected)  # finetune/ is not a scratch row
+        assert [r.run_dir for r in res["results"]] == expected and res["skipped"] == []
+        assert _used_runs(md) == [str(p) for p in expected]  # no .hydra, pretrain or finetune rows
+        # wall time: both stages, 60 s + 120 s
+        assert f"| {spt} | ListOps | Transformer + SPT (ours) | test/acc | 41.00 | 15.00 | 3.0 min |" in md
+
+
+def test_lra_table_reads_a_multirun_folder_of_self_pretrained_runs(compose_cfg, tmp_path):
+    sweep = tmp_path / "outputs" / "spt_listops" / "multiruns" / "2026-01-02_03-04-05"
+    full = _spt_run(sweep, "0_attention=full,experiment=spt_listops", "full", 0.41, 10.0, 20.0)
+    lsh = _spt_run(sweep, "1_attention=lsh,experiment=spt_listops", "lsh", 0.385, 10.0, 20.0)
+    (sweep / "multirun.yaml").write_text("hydra:\n  mode: MULTIRUN\n")
+    out = tmp_path / "eval"
+    res = evaluate(compose_cfg("mode=lra_table", f"runs=[{sweep}]", f"paths.output_dir={out}", config_name="evaluate"))
+    md = (out / "lra_table.md").read_text()
+    assert "| Transformer + SPT (ours) | 41.00 | - | - | - | - | - | 41.00 | - |" in md
+    assert "| Reformer + SPT (ours) | 38.50 | - | - | - | - | - | 38.50 | - |" in md
+    assert "| Transformer (ours) |" not in md and "| Reformer (ours) |" not in md
+    assert [r.run_dir for r in res["results"]] == [full, lsh] and res["skipped"] == []
+    assert _used_runs(md) == [str(full), str(lsh)]
+    # the folder above the sweep (<task>/multiruns/<sweep>/<job>) is searched two levels down, still job by job
+    res = evaluate(compose_cfg("mode=lra_table", f"runs=[{sweep.parent}]", f"paths.output_dir={out}",
+                               config_name="evaluate"))
+    assert [r.run_dir for r in res["results"]] == [full, lsh]
+
+
+def test_an_unfinished_self_pretrained_run_is_skipped_as_one_run(tmp_path):
+    d = _spt_run(tmp_path, "run", "lsh", 0.4, 1.0, 1.0)
+    shutil.rmtree(d / "finetune")  # preempted during pretraining: only pretrain/ exists
+    (d / "metrics.json").unlink()
+    dirs, warnings = expand_run_dirs([str(d)])
+    assert dirs == [d] and warnings == []
+    results, skipped = collect_runs(dirs)
+    assert results == [] and skipped == [f"{d}: a self-pretraining run whose finetune stage has not started "
+                                         "(no finetune/config.yaml)"]
+
+
+@pytest.mark.slow
+def test_evaluate_cli_tabulates_a_train_py_multirun_of_self_pretrained_runs(tmp_path, data_dir):
+    """The real layout: `train.py -m experiment=spt/listops attention=full,lsh`, then `evaluate.py mode=lra_table`
+    on the sweep folder, both as subprocesses."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_", "TORCHELASTIC_"))}
+    sweep = tmp_path / "sweep"
+    tiny = ["data.num_train=64", "data.num_val=16", "data.num_test=16", "data.min_length=10", "data.max_length=30",
+            "data.batch_size=16", "model.d_model=16", "model.n_heads=2", "model.d_ff=32", "model.depth=1",
+            "stages.pretrain.trainer.max_steps=2", "stages.finetune.trainer.max_steps=2",
+            "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.num_sanity_val_steps=0",
+            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", f"paths.data_dir={data_dir}"]
+    train = subprocess.run([sys.executable, "train.py", "-m", "experiment=spt/listops", "attention=full,lsh", *tiny,
+                            f"hydra.sweep.dir={sweep}"], cwd=root, env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name.split("_")[0] for p in jobs] == ["0", "1"]
+    assert all((j / ".hydra" / "config.yaml").is_file() and not (j / "config.yaml").exists() for j in jobs)
+    acc = {j: 100 * json.loads((j / "finetune" / "metrics.json").read_text())["test/acc"] for j in jobs}
+    out = tmp_path / "eval"
+    ev = subprocess.run([sys.executable, "evaluate.py", "mode=lra_table", f"runs=[{sweep}]",
+                         f"paths.output_dir={out}"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert ev.returncode == 0, ev.stdout[-2000:] + ev.stderr[-2000:]
+    md = (out / "lra_table.md").read_text()
+    for job, label in zip(jobs, ("Transformer + SPT (ours)", "Reformer + SPT (ours)")):
+        assert f"| {label} | {acc[job]:.2f} | - | - | - | - | - | {acc[job]:.2f} | - |" in md
+    assert "| Transformer (ours) |" not in md and "| Reformer (ours) |" not in md
+    assert _used_runs(md) == [str(j) for j in jobs] and "## Skipped" not in md

@@ -6,7 +6,9 @@ chance; Avg = the mean over the five tasks other than Path-X. Our rows come from
 (``train.py``'s output: ``config.yaml`` with ``data._target_`` and ``attention.name``; ``metrics.json`` with
 ``test/acc``): the data module names the task column, the attention type the row (``full`` -> "Transformer
 (ours)", ``lsh`` -> "Reformer (ours)", ``local_global`` -> "Longformer (ours)", per-layer mixtures
-``model.attention_layers`` -> "Mixed a+b (ours)"), a cell is the best test accuracy among the runs for it.
+``model.attention_layers`` -> "Mixed a+b (ours)"), a cell is the best test accuracy among the runs for it. A
+self-pretraining run (``experiment=spt/<data>``: ``pretrain/`` and ``finetune/`` stages) is one run, read from its
+``finetune`` stage and labelled ``... + SPT (ours)``.
 Byte-level language-model runs (``Enwik8DataModule``, ``test/bpb``) are not an LRA task; they get a small
 table of their own (bits per byte, lower is better; best = lowest).
 
@@ -99,6 +101,8 @@ class RunResult:
 
 #: What a self-pretrained run (experiment=spt/<data>: ``pretrain/`` + ``finetune/``) adds to its row label.
 SPT_SUFFIX = " + SPT"
+#: The stage sub-directories of a self-pretrained run directory (``longdoc.train.STAGE_ORDER``).
+SPT_STAGES = ("pretrain", "finetune")
 
 
 def _row_label(attn_name: str, layers: Sequence[str] | None, spt: bool = False) -> str:
@@ -124,9 +128,11 @@ def read_run(run_dir: str | os.PathLike) -> RunResult:
     from omegaconf import OmegaConf
 
     d = Path(run_dir)
-    spt = not (d / "config.yaml").is_file() and (d / "finetune" / "config.yaml").is_file()
+    spt = _is_spt_run(d)
     stage_dir = d / "finetune" if spt else d
     cfg_path, met_path = stage_dir / "config.yaml", stage_dir / "metrics.json"
+    if spt and not cfg_path.is_file():
+        raise RunSkipped(f"{d}: a self-pretraining run whose finetune stage has not started (no finetune/config.yaml)")
     if not cfg_path.is_file():
         raise RunSkipped(f"{d}: no config.yaml (not a train.py run directory)")
     if not met_path.is_file():
@@ -173,12 +179,41 @@ def read_run(run_dir: str | os.PathLike) -> RunResult:
                      wall_time_s=None if wall is None else float(wall))
 
 
+def _is_spt_run(d: Path) -> bool:
+    """``d`` is a self-pretraining run directory (``experiment=spt/<data>``): no ``config.yaml`` of its own, a
+    stage sub-directory (:data:`SPT_STAGES`) with one."""
+    return not (d / "config.yaml").is_file() and any((d / s / "config.yaml").is_file() for s in SPT_STAGES)
+
+
+def _is_run_dir(d: Path) -> bool:
+    """``d`` is a training run directory: ``config.yaml`` of its own, or a self-pretraining run."""
+    return (d / "config.yaml").is_file() or _is_spt_run(d)
+
+
+def _runs_below(d: Path) -> list[Path]:
+    """The run directories one level below ``d``, else two levels below (``<sweep>/<n>_<overrides>``,
+    ``<task>/runs/<run>``), sorted. Hidden directories (Hydra's ``.hydra``) are never runs and never searched; a
+    run directory found stands for itself (a self-pretraining run's ``pretrain`` / ``finetune`` stages are not
+    listed on their own)."""
+    def children(p: Path) -> list[Path]:
+        return sorted(c for c in p.iterdir() if c.is_dir() and not c.name.startswith("."))
+
+    level1 = children(d)
+    runs = [c for c in level1 if _is_run_dir(c)]
+    if runs:
+        return runs
+    return sorted(g for c in level1 for g in children(c) if _is_run_dir(g))
+
+
 def expand_run_dirs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
     """Run directories named by ``patterns`` (paths or glob patterns, relative to the working directory).
 
-    A directory without ``config.yaml`` whose sub-directories have one (a Hydra multirun folder) stands for
-    those sub-directories. Returns ``(dirs, warnings)``: sorted, de-duplicated directories and one message
-    per pattern that matched nothing.
+    A run directory is one with its own ``config.yaml``, or a self-pretraining run (``experiment=spt/<data>``:
+    ``pretrain/`` and ``finetune/`` stages, no ``config.yaml`` of its own), which stands for itself (:func:`read_run`
+    reads its ``finetune`` stage). Any other directory whose sub-directories (else sub-sub-directories) are run
+    directories, such as a Hydra multirun folder, stands for those. Hidden directories such as Hydra's ``.hydra``
+    are never runs. Returns ``(dirs, warnings)``: de-duplicated directories in pattern order (each pattern's
+    sorted) and one message per pattern that matched nothing.
     """
     dirs: list[Path] = []
     warnings: list[str] = []
@@ -191,8 +226,8 @@ def expand_run_dirs(patterns: Sequence[str]) -> tuple[list[Path], list[str]]:
             continue
         for m in matches:
             p = Path(m)
-            if not (p / "config.yaml").is_file():
-                subs = sorted(c.parent for c in p.glob("*/config.yaml")) or sorted(c.parent for c in p.glob("*/*/config.yaml"))
+            if not _is_run_dir(p):
+                subs = _runs_below(p)
                 if subs:
                     dirs.extend(subs)
                     continue
