@@ -35,7 +35,7 @@ def test_position_group(compose_cfg, choice, cls):
 
 @pytest.mark.parametrize("group,choice", [("trainer", "default"), ("trainer", "cpu"), ("trainer", "gpu"),
                                           ("logger", "csv"), ("logger", "tensorboard"), ("logger", "wandb"),
-                                          ("logger", "many"), ("data", "listops"), ("data", "listops_lra"),
+                                          ("logger", "many"), ("logger", "csv_mlflow"), ("data", "listops"), ("data", "listops_lra"),
                                           ("experiment", "listops_lsh_deep")])
 def test_other_groups_compose_and_instantiate(compose_cfg, group, choice, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")

@@ -16,9 +16,14 @@ Building objects from the checked config is :func:`longdoc.train.build`'s job.
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
+import difflib
+import inspect
 import logging
 import os
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -233,6 +238,7 @@ class OptimizerSchema:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-8
     in_backward: bool = False
+    fused: Optional[bool] = None
     encoder_lr_ratio: float = 1.0
 
 
@@ -335,6 +341,10 @@ class RootSchema:
 
 SCHEMAS: dict[str, type] = {"optimizer": OptimizerSchema, "scheduler": SchedulerSchema, "model": ModelSchema,
                             "trainer": TrainerSchema, "runtime": RuntimeSchema, "mlm": MLMSchema}
+#: Groups whose keys are all in their schema: another key there is a typo (``+model.dpeth=3``), named with the
+#: closest known keys. ``trainer`` and ``data`` are checked against their constructors' arguments instead
+#: (:func:`check_known_keys`, :func:`check_data_types`).
+CLOSED_GROUPS = ("optimizer", "scheduler", "model", "runtime", "mlm")
 PRECISIONS = ("64-true", "64", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
 
@@ -401,7 +411,7 @@ def check_types(cfg: DictConfig) -> None:
     Raises:
         ConfigError: e.g. ``trainer.max_epochs=abc``.
     """
-    for group, schema in (*SCHEMAS.items(), ("", RootSchema)):
+    for group, schema in (("", RootSchema), *SCHEMAS.items()):  # root first: mlm.seed follows seed
         node = cfg if group == "" else cfg.get(group)
         if node is None:
             continue
@@ -417,6 +427,121 @@ def check_types(cfg: DictConfig) -> None:
                 key = getattr(err, "full_key", "")
                 raise ConfigError(f"{key}: {str(err).splitlines()[0]}; e.g. {key}={_schema_default('', key)}") from err
             raise _schema_error(group, err) from err
+
+
+def _unknown_key(group: str, key: str, known: set[str]) -> ConfigError:
+    close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+    hint = ("did you mean " + " or ".join(f"{group}.{c}" for c in close) + "?") if close else \
+        f"the {group} keys are {sorted(k for k in known if not k.startswith('_'))}"
+    return ConfigError(f"{group}.{key} is not a setting of {group}: {hint} (check the spelling of `+{group}.{key}=...` "
+                       "on the command line or in your experiment file)")
+
+
+def _constructor_arguments(target: Any) -> set[str] | None:
+    """The keyword arguments the class ``target`` (a ``_target_`` string) accepts, or None when it takes
+    ``**kwargs`` or cannot be imported (then nothing is checked here)."""
+    try:
+        params = inspect.signature(get_class(str(target)).__init__).parameters
+    except Exception:  # noqa: BLE001 -- an unimportable target fails with its own message where it is built
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+    return {n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL}
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Every key of the closed groups (:data:`CLOSED_GROUPS`) is in its schema, and every ``trainer`` key is an
+    argument of ``trainer._target_`` (``pytorch_lightning.Trainer``), so a typo added with ``+`` fails here instead
+    of deep inside a constructor (or, for the optimizer, being ignored).
+
+    Raises:
+        ConfigError: naming the unknown key and the closest known ones (``+model.dpeth=3`` -> ``model.depth``).
+    """
+    for group in CLOSED_GROUPS:
+        node = cfg.get(group)
+        if not OmegaConf.is_dict(node):
+            continue
+        known = {f.name for f in dataclasses.fields(SCHEMAS[group])}
+        for key in node:
+            if key not in known:
+                raise _unknown_key(group, str(key), known)
+    trainer = cfg.get("trainer")
+    if OmegaConf.is_dict(trainer) and trainer.get("_target_"):
+        known = _constructor_arguments(trainer._target_)
+        if known is not None:
+            known |= {"_target_"}
+            for key in trainer:
+                if key not in known:
+                    raise _unknown_key("trainer", str(key), known)
+
+
+def _checkable_type(hint: Any) -> Any:
+    """``hint`` (a constructor's annotation) as a type OmegaConf's structured configs check (int, float, bool, str,
+    Optional / List of those), else ``Any`` (paths, unions, mappings: left to the constructor)."""
+    if hint in (int, float, bool, str):
+        return hint
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        inner = _checkable_type(rest[0]) if len(rest) == 1 else Any
+        return Optional[inner] if inner is not Any and len(rest) < len(args) else inner
+    if origin in (list, tuple, collections.abc.Sequence):
+        items = [a for a in args if a is not Ellipsis]
+        inner = _checkable_type(items[0]) if items and all(a == items[0] for a in items) else Any
+        return typing.List[inner]  # noqa: UP006 -- OmegaConf needs typing.List
+    return Any
+
+
+def _describe_type(t: Any) -> str:
+    """``int``, ``a list of str``, ``int or null``, ... for an error message."""
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is list:
+        return f"a list of {_describe_type(args[0])}" if args and args[0] is not Any else "a list"
+    if origin is typing.Union:
+        return " or ".join("null" if a is type(None) else _describe_type(a) for a in args)
+    return getattr(t, "__name__", str(t))
+
+
+def check_data_types(cfg: DictConfig) -> None:
+    """``data`` keys against the data module's constructor (``data._target_``): each key is one of its arguments
+    and each value has the annotated type (ints, floats, bools, strings and lists of them are checked; other
+    annotations are left to the constructor's own checks). No data module is built.
+
+    Raises:
+        ConfigError: naming the key, the value and its type (``data.batch_size=big``, ``data.exclude_dirs=5``), or an
+            unknown key with the closest known ones (``+data.batchsize=8``).
+    """
+    data = cfg.get("data")
+    if not OmegaConf.is_dict(data) or not data.get("_target_"):
+        return
+    try:
+        cls = get_class(str(data._target_))
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001 -- an unimportable target is data_task_of's error
+        return
+    known = _constructor_arguments(data._target_)
+    values = {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if k != "_target_"}
+    if known is not None:
+        for key in values:
+            if key not in known:
+                raise _unknown_key("data", str(key), known | {"_target_"})
+    fields = [(name, _checkable_type(hints[name])) for name in values if name in hints]
+    schema = dataclasses.make_dataclass("DataSchema", fields)
+    typed = OmegaConf.structured(schema)
+    try:
+        OmegaConf.merge(typed, {k: values[k] for k, _ in fields})
+    except OmegaConfBaseException as err:
+        key = str(getattr(err, "full_key", "") or "")
+        value = values.get(key)
+        default = inspect.signature(cls.__init__).parameters.get(key)
+        example = ""
+        if default is not None and default.default not in (inspect.Parameter.empty, None):
+            shown = default.default
+            shown = "[" + ",".join(map(str, shown)) + "]" if isinstance(shown, (list, tuple)) else repr(shown)
+            example = f", e.g. data.{key}={shown}"
+        want = _describe_type(dict(fields).get(key, Any))
+        raise ConfigError(f"data.{key}={value!r} ({type(value).__name__}) is not a valid value: {data._target_} "
+                          f"takes {want}{example}") from err
 
 
 def check_ranges(cfg: DictConfig) -> None:
@@ -450,7 +575,11 @@ def check_config(cfg: DictConfig) -> None:
             ``attention_window`` / ``n_hashes``; ``trainer.precision`` unknown; ``runtime.cpu_allocator`` not tuned /
             default; ``scheduler.decay`` unknown; ``optimizer.in_backward`` with clipping, accumulation, fp16 or DDP
             (:func:`check_optimizer_in_backward`); ``task`` unknown or not runnable on the data (:func:`task_of`);
-            invalid ``mlm`` masking settings (:func:`check_mlm`).
+            invalid ``mlm`` masking settings (:func:`check_mlm`); an unknown key in a closed group or the trainer
+            (:func:`check_known_keys`); a ``data`` key or value its data module does not take
+            (:func:`check_data_types`); a run that could never validate, or ``limit_val_batches=0`` under a
+            sweeper (:func:`check_validation`); several devices without a DDP trainer config
+            (:func:`check_processes`).
     """
     task_of(cfg)  # first: optimized_metric's default resolves through it
     name = OmegaConf.select(cfg, "attention.name")
@@ -459,7 +588,9 @@ def check_config(cfg: DictConfig) -> None:
                           "(e.g. `python train.py attention=lsh`)")
     for key in ("model.d_model", "model.n_heads", "model.depth"):
         check_positive(cfg, key)
+    check_known_keys(cfg)
     check_types(cfg)
+    check_data_types(cfg)
     check_ranges(cfg)
     d_model, n_heads = cfg.model.d_model, cfg.model.n_heads
     if d_model % n_heads:
@@ -485,6 +616,27 @@ def check_config(cfg: DictConfig) -> None:
     check_optimizer_fused(cfg)
     check_mlm(cfg)
     check_model_layout(cfg)
+    check_validation(cfg)
+    check_processes(cfg)
+    check_logger_packages(cfg)
+
+
+def check_logger_packages(cfg: DictConfig) -> None:
+    """The packages of the chosen loggers import (MLflow is an extra: ``pip install -e '.[mlflow]'``).
+
+    Raises:
+        ConfigError: a ``logger.*`` entry needs a package that is not installed (names the entry and the install).
+    """
+    import importlib.util
+
+    from .lightning import MLFLOW_INSTALL_HINT
+
+    for name, node in (cfg.get("logger") or {}).items():
+        target = str(node.get("_target_", "")) if OmegaConf.is_dict(node) else ""
+        if "MLFlow" in target and importlib.util.find_spec("mlflow") is None:
+            raise ConfigError(f"logger.{name} ({target}; logger=mlflow, csv_mlflow, many_mlflow) needs the mlflow "
+                              "package, which is not installed: "
+                              f"`{MLFLOW_INSTALL_HINT}`, or choose another logger (logger=csv, tensorboard, wandb)")
 
 
 def check_model_layout(cfg: DictConfig) -> None:
@@ -655,3 +807,213 @@ def resolve_wandb_offline(logger_cfg: DictConfig) -> None:
     if offline:
         log.info("wandb: no API key found, logging offline; upload later with `wandb sync %s/wandb/offline-run-*`",
                  wb.get("save_dir", "."))
+
+
+def sweeper_target(cfg: DictConfig | None = None) -> str | None:
+    """The ``_target_`` of the Hydra sweeper running this job when it is not Hydra's basic sweeper (e.g. Optuna's,
+    ``hparams_search=optuna``), else None. Read from ``HydraConfig`` (``@hydra.main``) or a ``hydra`` node of ``cfg``
+    (``compose(return_hydra_config=True)``)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else (cfg.get("hydra") if cfg is not None else None)
+    target = str(OmegaConf.select(hydra_cfg, "sweeper._target_", default="") or "") if hydra_cfg is not None else ""
+    mode = str(OmegaConf.select(hydra_cfg, "mode", default="") or "") if hydra_cfg is not None else ""
+    if not target or target.endswith("BasicSweeper") or "MULTIRUN" not in mode:
+        return None
+    return target
+
+
+def validation_disabled(cfg: DictConfig) -> bool:
+    """Whether ``trainer.limit_val_batches`` is 0 (Lightning then never validates)."""
+    limit = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None)
+    return limit is not None and not isinstance(limit, bool) and limit == 0
+
+
+def check_validation(cfg: DictConfig) -> None:
+    """The run validates at least once: Lightning validates at ``trainer.check_val_every_n_epoch`` epochs, and
+    :class:`longdoc.lightning.FinalValidation` adds one at the end of a fit that has not validated (a ``max_steps``
+    shorter than the validation interval); only an epoch interval longer than ``max_epochs`` escapes both.
+    ``trainer.limit_val_batches=0`` (never validate) is allowed for a single run, which then tests its last weights.
+
+    Raises:
+        ConfigError: ``trainer.limit_val_batches=0`` under a sweeper (it would get no validation value to optimize;
+            names both keys); ``trainer.check_val_every_n_epoch`` larger than ``trainer.max_epochs``.
+    """
+    sweeper = sweeper_target(cfg)
+    if validation_disabled(cfg) and sweeper is not None:
+        raise ConfigError(f"trainer.limit_val_batches=0 turns validation off, but the sweeper ({sweeper}, "
+                          f"hparams_search) needs each trial's best {cfg.get('optimized_metric')} from validation: drop "
+                          "trainer.limit_val_batches=0 (or lower it to a number of batches, e.g. 10), or run without "
+                          "hparams_search / -m")
+    every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch", default=None)
+    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    max_steps = OmegaConf.select(cfg, "trainer.max_steps", default=-1)
+    if isinstance(every, int) and isinstance(max_epochs, int) and 0 < max_epochs < every and max_steps in (-1, None):
+        raise ConfigError(f"trainer.check_val_every_n_epoch={every} > trainer.max_epochs={max_epochs}: the run would "
+                          f"never validate, so there would be no best checkpoint; set "
+                          f"trainer.check_val_every_n_epoch={max_epochs} (or lower)")
+
+
+def _process_count(devices: Any) -> int | None:
+    """How many processes ``trainer.devices`` asks for (None: all of them, ``-1`` / ``"auto"`` on an accelerator)."""
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return len(devices)
+    if isinstance(devices, str):
+        if devices.strip() in ("-1", "auto"):
+            return None
+        if "," in devices:
+            return len([d for d in devices.split(",") if d.strip()])
+        return int(devices) if devices.strip().isdigit() else 1
+    if isinstance(devices, int):
+        return None if devices == -1 else devices
+    return 1
+
+
+def check_processes(cfg: DictConfig) -> None:
+    """Several devices need longdoc's DDP settings (``trainer=ddp`` / ``trainer=ddp_cpu``): its length-bucketed batch
+    sampler shards by rank itself (``use_distributed_sampler: false``) and reversible layers need DDP's static graph.
+
+    Raises:
+        ConfigError: ``trainer.devices`` > 1 (or ``trainer.num_nodes`` > 1) without a DDP strategy config with
+            ``use_distributed_sampler: false``, naming ``trainer=ddp_cpu`` / ``trainer=ddp``.
+    """
+    trainer = cfg.get("trainer")
+    if not OmegaConf.is_dict(trainer):
+        return
+    devices = trainer.get("devices", 1)
+    count = _process_count(devices)
+    nodes = trainer.get("num_nodes", 1) or 1
+    accelerator = str(trainer.get("accelerator", "auto"))
+    if (count is not None and count <= 1 and nodes <= 1) or (count is None and accelerator == "cpu" and nodes <= 1):
+        return
+    strategy = trainer.get("strategy")
+    target = str(strategy.get("_target_", "")) if OmegaConf.is_dict(strategy) else str(strategy or "")
+    if "DDPStrategy" in target and trainer.get("use_distributed_sampler") is False:
+        return
+    many = f"{count} processes" if count is not None else "one process per device"
+    raise ConfigError(f"trainer.devices={devices} (num_nodes={nodes}) starts {many}, which needs longdoc's DDP "
+                      "settings (its batch sampler shards the data by rank itself): use "
+                      f"`trainer=ddp_cpu trainer.devices={devices}` on CPU or `trainer=ddp trainer.devices={devices}` "
+                      "on GPUs, or trainer.devices=1")
+
+
+def check_machine(cfg: DictConfig) -> None:
+    """The accelerator ``trainer.accelerator`` asks for exists on this machine (run before any data work; not part of
+    :func:`check_config`, which checks configurations on any machine).
+
+    Raises:
+        ConfigError: ``trainer.accelerator`` gpu / cuda without a CUDA device (names ``trainer=cpu``); mps without one.
+    """
+    import torch
+
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto") or "auto").lower()
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.accelerator={accelerator} but this machine has no CUDA GPU "
+                          f"(torch {torch.__version__}: torch.cuda.is_available() is False): use trainer=cpu (or "
+                          "trainer=ddp_cpu for several CPU processes), or install the CUDA build of torch "
+                          "(`make install CONSTRAINTS=`) on a machine with a GPU")
+    if accelerator == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("trainer.accelerator=mps but this machine has no Apple MPS device: use trainer=cpu")
+
+
+#: Keys (or key prefixes) a resumed run may change: how long and where it runs, what it logs to and how it shows
+#: progress. Every other key (model, attention, position, data, task, optimizer, scheduler, seed, ...) decides what
+#: the checkpoint's weights and the run's metrics mean, and must be the run's own.
+RESUME_MUTABLE_KEYS = (
+    "ckpt_path", "paths", "hydra", "logger", "callbacks", "test", "runtime", "task_name",
+    "trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.min_steps", "trainer.min_epochs",
+    "trainer.precision", "trainer.devices", "trainer.num_nodes", "trainer.accelerator", "trainer.strategy",
+    "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
+    "trainer.num_sanity_val_steps", "trainer.limit_test_batches", "trainer.default_root_dir",
+    "trainer.use_distributed_sampler", "trainer.sync_batchnorm", "trainer.deterministic",
+    "trainer.val_check_interval", "trainer.check_val_every_n_epoch",
+    "data.num_workers", "data.cache_dir", "model.compile",
+)
+#: The keys that end training; a resume that raises one of them continues a finished run.
+STOP_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time")
+_ABSENT = "<absent>"
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict) and d:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: d}
+
+
+def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for every leaf key whose value differs between two resolved configs (plain
+    nested dicts; lists compare whole; a key on one side only shows ``"<absent>"`` on the other), sorted by key."""
+    a, b = _flatten(old), _flatten(new)
+    return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
+            if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
+
+
+def _mutable_on_resume(key: str) -> bool:
+    return any(key == m or key.startswith(m + ".") for m in RESUME_MUTABLE_KEYS)
+
+
+def check_resume_config(old: dict, new: dict, source: str, run_dir: str) -> list[tuple[str, Any, Any]]:
+    """Compare the config a run was trained with (``old``: the checkpoint's ``hyper_parameters.config`` or the run
+    directory's ``config.yaml``) with the one composed now (``new``), before anything in the run directory changes.
+    Keys of :data:`RESUME_MUTABLE_KEYS` may differ (logged); any other difference is refused.
+
+    Returns:
+        the differences that are allowed (logged, one line each).
+
+    Raises:
+        ConfigError: listing every other key with its old and new value and the two ways out (the run's settings,
+            or a new run directory).
+    """
+    diffs = config_differences(old, new)
+    refused = [d for d in diffs if not _mutable_on_resume(d[0])]
+    if refused:
+        # model.attention / model.attention_options / model.position copy the top-level groups: show those once
+        top = {(k, o, n) for k, o, n in refused if not k.startswith("model.")}
+        refused = [(k, o, n) for k, o, n in refused
+                   if not (k.startswith(("model.attention", "model.position")) and (k[6:], o, n) in top)]
+
+        def show(v: Any) -> str:
+            return v if v == _ABSENT else repr(v)
+
+        shown = "\n".join(f"  {k}: {show(o)} (the run) -> {show(n)} (now)" for k, o, n in refused[:30])
+        more = f"\n  ... and {len(refused) - 30} more" if len(refused) > 30 else ""
+        raise ConfigError(f"{run_dir} was trained with other settings ({source}); resuming it with these would mix "
+                          f"two configurations in one run:\n{shown}{more}\nEither rerun with the run's own settings "
+                          f"(they are in {run_dir}/config.yaml), or start a new run directory (leave out "
+                          "hydra.run.dir=..., or pass ckpt_path=null with a new hydra.run.dir)")
+    allowed = [d for d in diffs if not d[0].startswith(("hydra.", "paths.", "ckpt_path"))]
+    for k, o, n in allowed:
+        log.info("resuming %s with %s changed: %r -> %r", run_dir, k, o, n)
+    return diffs
+
+
+def extends_training(diffs: list[tuple[str, Any, Any]]) -> bool:
+    """Whether config differences (:func:`config_differences`) raise a limit that ended training (``max_steps``,
+    ``max_epochs``, ``max_time``; -1 / null is no limit), so a finished run has more to train."""
+    def unlimited(v: Any) -> bool:
+        return v is None or v == -1
+
+    for key, old, new in diffs:
+        if key not in STOP_KEYS or old == _ABSENT:
+            continue
+        if unlimited(new) and not unlimited(old):
+            return True
+        if key == "trainer.max_time":
+            if not unlimited(old) and not unlimited(new) and _seconds(new) > _seconds(old):
+                return True
+        elif not unlimited(old) and not unlimited(new) and new > old:
+            return True
+    return False
+
+
+def _seconds(max_time: Any) -> float:
+    """``trainer.max_time`` (``"DD:HH:MM:SS"`` or a mapping of timedelta arguments) in seconds."""
+    import datetime
+
+    if isinstance(max_time, dict):
+        return datetime.timedelta(**max_time).total_seconds()
+    parts = [float(p) for p in str(max_time).split(":")]
+    return sum(p * m for p, m in zip(reversed(parts), (1, 60, 3600, 86400)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import string
 import time
@@ -26,9 +27,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from .config import (ConfigError, apply_task_defaults, check_config, reconcile_callbacks, resolve_wandb_offline,
-                     task_of)
-from .lightning import AtomicCheckpointIO, LongDocModule, exit_after_signal
+from .config import (ConfigError, apply_task_defaults, check_config, check_machine, check_resume_config,
+                     extends_training, reconcile_callbacks, resolve_wandb_offline, task_of, validation_disabled)
+from .lightning import AtomicCheckpointIO, FinalValidation, LongDocModule, exit_after_signal
 from .models import compile_model
 from .models.init_from import freeze_embeddings, init_encoder_from
 from .pretrained import init_from_pretrained, pretrained_model_config, pretrained_spec
@@ -49,62 +50,135 @@ def instantiate_group(cfg: DictConfig | None) -> list[Any]:
 RESUME_GLOBS = ("last*.ckpt",)
 
 
-def read_checkpoint_meta(path: str | Path) -> dict[str, int]:
-    """``{"global_step"}`` of a Lightning checkpoint, read through ``torch.load(mmap=True)`` (the tensors stay on
-    disk). The resumed run logs again from that logger step on: the rows of batches ``< global_step`` were logged
-    before the checkpoint was written or right after it, by the batch it followed.
+def describe_unreadable(path: Path, err: BaseException) -> str:
+    """Why the checkpoint file ``path`` could not be read, in words (the low-level error in brackets)."""
+    import zipfile
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as os_err:
+        return f"it cannot be opened ({os_err.strerror or os_err})"
+    low = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    if size == 0:
+        return f"it is empty (0 bytes): the write was cut off before any data [{low}]"
+    if head != b"PK\x03\x04":
+        return f"it is not a PyTorch checkpoint ({size} bytes that do not start as a zip archive) [{low}]"
+    if not zipfile.is_zipfile(path):
+        return f"it is truncated ({size} bytes, the zip archive's directory at its end is missing: the write was cut " \
+               f"off) [{low}]"
+    if isinstance(err, KeyError):
+        return f"it is a PyTorch file but not a Lightning training checkpoint (no {err})"
+    return f"it could not be loaded [{low}]"
+
+
+def read_checkpoint_meta(path: str | Path) -> dict[str, Any]:
+    """``{"global_step", "config"}`` of a Lightning checkpoint written by :func:`train` (``config``: the resolved run
+    config the module saved, or None), read through ``torch.load(mmap=True)`` (the tensors stay on disk). The resumed
+    run logs again from that logger step on: the rows of batches ``< global_step`` were logged before the checkpoint
+    was written or right after it, by the batch it followed.
 
     Raises:
-        ConfigError: the file is missing, truncated, not a checkpoint, or has no ``global_step`` (names the file).
+        ConfigError: the file is missing, truncated, not a checkpoint, or has no ``global_step`` (names the file and
+            says why in words: :func:`describe_unreadable`).
     """
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={str(path)!r} does not exist; give a checkpoint file, `auto` or `last`")
+        raise ConfigError(f"ckpt_path={str(path)!r} does not exist; give a checkpoint file, a run directory, `auto` "
+                          "or `last`")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
         step = int(ckpt["global_step"])
     except Exception as err:  # RuntimeError (zip), UnpicklingError, EOFError, KeyError, ...
-        raise ConfigError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is truncated or not a "
-                          "Lightning checkpoint. Pass another file as ckpt_path=<file>, or ckpt_path=auto to take the "
-                          "newest readable one of its run directory") from err
-    return {"global_step": step}
+        raise ConfigError(f"checkpoint {path} cannot be read: {describe_unreadable(path, err)}. Pass another file as "
+                          "ckpt_path=<file>, or ckpt_path=auto to take the newest readable one of its run "
+                          "directory") from err
+    config = (ckpt.get("hyper_parameters") or {}).get("config")
+    return {"global_step": step, "config": config if isinstance(config, dict) else None}
 
 
-def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> tuple[str | None, dict[str, int]]:
-    """The checkpoint to resume from and its :func:`read_checkpoint_meta`.
-
-    * ``None``: start fresh.
-    * ``"auto"``: the newest readable ``last*.ckpt`` of ``<output_dir>/checkpoints`` (most steps, then newest
-      file), skipping unreadable ones with a warning that names them; none: start fresh. The log says which.
-    * ``"last"``: as ``auto``, but no checkpoint is an error.
-    * a path: that file, which must be readable.
-
-    Raises:
-        ConfigError: ``last`` with no readable checkpoint; a path that is missing or unreadable (names it).
-    """
-    if ckpt_path is None:
-        return None, {}
-    if str(ckpt_path) not in ("auto", "last"):
-        return str(ckpt_path), read_checkpoint_meta(ckpt_path)
-    ckpt_dir = Path(output_dir) / "checkpoints"
-    found: list[tuple[int, float, Path, dict[str, int]]] = []
+def newest_checkpoint(ckpt_dir: Path) -> tuple[str | None, dict[str, Any]]:
+    """The newest readable ``last*.ckpt`` of ``ckpt_dir`` (most steps, then newest file) and its
+    :func:`read_checkpoint_meta`; unreadable ones are skipped with a warning that names each and says why. ``(None,
+    {})`` when there is none."""
+    found: list[tuple[int, float, Path, dict[str, Any]]] = []
     for path in sorted({p for g in RESUME_GLOBS for p in ckpt_dir.glob(g)}):
         try:
             meta = read_checkpoint_meta(path)
         except ConfigError as err:
-            log.warning("skipping unreadable checkpoint %s: %s", path, err.__cause__ or err)
+            log.warning("skipping unreadable checkpoint %s: %s", path,
+                        describe_unreadable(path, err.__cause__) if err.__cause__ is not None else err)
             continue
         found.append((meta["global_step"], path.stat().st_mtime, path, meta))
-    if found:
-        _, _, path, meta = max(found, key=lambda f: (f[0], f[1]))
+    if not found:
+        return None, {}
+    _, _, path, meta = max(found, key=lambda f: (f[0], f[1]))
+    return str(path), meta
+
+
+def resolve_ckpt_path(ckpt_path: str | None, output_dir: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """The checkpoint to resume from and its :func:`read_checkpoint_meta`.
+
+    * ``None``: start fresh.
+    * ``"auto"``: the newest readable ``last*.ckpt`` of ``<output_dir>/checkpoints`` (:func:`newest_checkpoint`);
+      none: start fresh. The log says which.
+    * ``"last"``: as ``auto``, but no checkpoint is an error.
+    * a run directory (one holding ``checkpoints/``): its newest readable ``last*.ckpt``, as ``auto``.
+    * a file: that file, which must be readable.
+
+    Raises:
+        ConfigError: ``last`` or a run directory with no readable checkpoint; a path that is missing or unreadable
+            (names it).
+    """
+    if ckpt_path is None:
+        return None, {}
+    given = Path(str(ckpt_path))
+    if str(ckpt_path) not in ("auto", "last") and not given.is_dir():
+        return str(ckpt_path), read_checkpoint_meta(ckpt_path)
+    ckpt_dir = Path(output_dir) / "checkpoints"
+    if given.is_dir():
+        ckpt_dir = given / "checkpoints" if (given / "checkpoints").is_dir() else given
+    path, meta = newest_checkpoint(ckpt_dir)
+    if path is not None:
         log.info("ckpt_path=%s: resuming from %s (global step %d)", ckpt_path, path, meta["global_step"])
-        return str(path), meta
+        return path, meta
+    if given.is_dir():
+        held = sorted(p.name for p in ckpt_dir.iterdir())[:12]
+        raise ConfigError(f"ckpt_path={ckpt_path} is a directory without a readable last*.ckpt in {ckpt_dir} (it holds "
+                          f"{held or 'nothing'}); pass a checkpoint file (ckpt_path=<dir>/checkpoints/last.ckpt) or a "
+                          "run directory that train.py wrote")
     if str(ckpt_path) == "last":
         raise ConfigError(f"ckpt_path=last but there is no readable last*.ckpt in {ckpt_dir}; to resume an earlier "
                           "run, reuse its directory: `python train.py hydra.run.dir=<that run's dir> ckpt_path=last`, "
                           "or pass the checkpoint file: ckpt_path=<path>/last.ckpt")
     log.info("ckpt_path=auto: no checkpoint in %s, starting fresh", ckpt_dir)
     return None, {}
+
+
+#: What a run writes into its directory besides Hydra's ``.hydra/`` and ``<task_name>.log``; a fresh start in a
+#: directory holding any of these moves them aside (:func:`move_earlier_attempt`).
+RUN_OUTPUTS = ("checkpoints", "csv", "tensorboard", "wandb", "wandb_run_id", "mlflow_run_id", "metrics.json",
+               "config.yaml")
+
+
+def move_earlier_attempt(out_dir: Path) -> Path | None:
+    """Before a fresh start in ``out_dir``: move the outputs of an earlier attempt (:data:`RUN_OUTPUTS`: logs,
+    checkpoints, metrics, tracking run ids) into ``out_dir/earlier-attempt-<n>/``, so the new run neither appends
+    to their logs nor mixes their checkpoints, and log what moved. Returns the folder (None when nothing was there)."""
+    found = [out_dir / name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+    if not found:
+        return None
+    n = 1
+    while (out_dir / f"earlier-attempt-{n}").exists():
+        n += 1
+    dest = out_dir / f"earlier-attempt-{n}"
+    dest.mkdir()
+    for path in found:
+        path.rename(dest / path.name)
+    log.warning("starting fresh in %s, which holds the outputs of an earlier attempt: moved %s into %s (nothing of "
+                "them is used by this run)", out_dir, ", ".join(p.name for p in found), dest)
+    return dest
 
 
 def setup_resumable_loggers(logger_cfg: DictConfig, out_dir: Path, resume_step: int | None) -> None:
@@ -314,33 +388,83 @@ def build_loggers(cfg: DictConfig, out_dir: Path, resume_step: int | None) -> li
     return loggers
 
 
-def build(cfg: DictConfig) -> Run:
-    """Check the config, apply the task's defaults and build the data module, module, callbacks, loggers and
-    trainer (checkpoints written atomically: :class:`~longdoc.lightning.AtomicCheckpointIO`); resolve
-    ``cfg.ckpt_path`` (:func:`resolve_ckpt_path`). Writes the resolved ``config.yaml`` into the run directory.
+@dataclass
+class Plan:
+    """What :func:`plan_run` decided before anything in the run directory changes."""
+
+    datamodule: Any
+    module: LongDocModule
+    ckpt_path: str | None  # the checkpoint fit resumes from (None: fresh)
+    ckpt_meta: dict[str, Any]
+    changed: list[tuple[str, Any, Any]]  # config differences to the checkpoint's run (all allowed ones)
+
+
+def plan_run(cfg: DictConfig) -> Plan:
+    """Check the config, apply the task's defaults and build the data module and module (no data read), check the
+    machine has the accelerator asked for (:func:`longdoc.config.check_machine`), resolve ``cfg.ckpt_path``
+    (:func:`resolve_ckpt_path`) and, when resuming, compare the config with the checkpoint's run
+    (:func:`longdoc.config.check_resume_config`). Writes nothing into the run directory.
+
+    Raises:
+        ConfigError: an invalid value, a missing accelerator, an unreadable ``ckpt_path``, or a resume with other
+            architecture / data / task settings than the run's (listing them).
+    """
+    out_dir = Path(cfg.paths.output_dir)
+    datamodule, module = validate_config(cfg)
+    check_machine(cfg)
+    ckpt_path, ckpt_meta = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
+    changed: list[tuple[str, Any, Any]] = []
+    if ckpt_path is not None and ckpt_meta.get("config") is not None:
+        changed = check_resume_config(ckpt_meta["config"], dict(module.hparams["config"]), f"checkpoint {ckpt_path}",
+                                      str(out_dir))
+    return Plan(datamodule, module, ckpt_path, ckpt_meta, changed)
+
+
+def build(cfg: DictConfig, plan: Plan | None = None) -> Run:
+    """From the checked plan (:func:`plan_run`, made here when not given): the callbacks (plus
+    :class:`~longdoc.lightning.FinalValidation`, so fit never ends unvalidated), loggers and trainer (checkpoints
+    written atomically: :class:`~longdoc.lightning.AtomicCheckpointIO`). A fresh start moves an earlier attempt's
+    outputs aside (:func:`move_earlier_attempt`). Writes the resolved ``config.yaml`` into the run directory.
 
     Raises:
         ConfigError: an invalid value or an unreadable ``ckpt_path``, before any data work.
     """
     out_dir = Path(cfg.paths.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    datamodule, module = validate_config(cfg)
-    ckpt_path, ckpt_meta = resolve_ckpt_path(cfg.get("ckpt_path"), out_dir)
+    plan = plan or plan_run(cfg)
     if rank_zero_only.rank == 0:
+        if plan.ckpt_path is None:
+            move_earlier_attempt(out_dir)
         (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    loggers = build_loggers(cfg, out_dir, ckpt_meta.get("global_step"))
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = build_loggers(cfg, out_dir, plan.ckpt_meta.get("global_step"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), FinalValidation()]
     trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
                                                   plugins=[AtomicCheckpointIO()])
     for lg in loggers:
         lg.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    return Run(datamodule, module, callbacks, loggers, trainer, ckpt_path)
+    return Run(plan.datamodule, plan.module, callbacks, loggers, trainer, plan.ckpt_path)
+
+
+def finished_metrics(cfg: DictConfig, plan: Plan) -> dict[str, float] | None:
+    """The metrics of a run that finished before in this run directory (``metrics.json`` beside the checkpoint being
+    resumed) when this config asks for no more training (no larger ``max_steps`` / ``max_epochs`` / ``max_time``:
+    :func:`longdoc.config.extends_training`), else None (train, or continue training)."""
+    done = Path(cfg.paths.output_dir) / "metrics.json"
+    if plan.ckpt_path is None or not done.is_file() or extends_training(plan.changed):
+        return None
+    try:
+        return json.loads(done.read_text())
+    except (OSError, ValueError) as err:
+        log.warning("%s cannot be read (%s): testing the run's checkpoint again", done, err)
+        return None
 
 
 def fit(run: Run) -> None:
     """``trainer.fit``; a preemption signal ends it with the job handed back to its launcher.
 
     Raises:
+        ConfigError: ``trainer.val_check_interval`` (an integer) larger than an epoch, naming the two fixes (Lightning
+            finds it once the data is loaded, before the first step).
         SystemExit: stopped by a signal (:func:`longdoc.lightning.exit_after_signal`), never with code 0.
     """
     # LongDocDataModule saves and restores the position inside the epoch itself (state_dict / skip_batches), which
@@ -351,14 +475,27 @@ def fit(run: Run) -> None:
     except SIGTERMException:
         _finish_loggers(run.loggers)
         exit_after_signal(run.callbacks, run.trainer.global_rank)
+    except ValueError as err:  # Lightning checks val_check_interval against the epoch once the data is loaded
+        found = re.search(r"val_check_interval` \((\d+)\) must be less than or equal to the number of the training "
+                          r"batches \((\d+)\)", str(err))
+        if found is None:
+            raise
+        interval, batches = found.groups()
+        raise ConfigError(f"trainer.val_check_interval={interval} is more than the {batches} training batches of an "
+                          f"epoch: set trainer.val_check_interval to at most {batches} (or a fraction of the epoch, "
+                          "e.g. 0.5), or trainer.check_val_every_n_epoch=null to count it in optimizer steps across "
+                          "epochs") from err
 
 
 def run_test(run: Run) -> dict[str, float]:
-    """Test the best checkpoint (the current weights when there is none, with a warning)."""
+    """Test the best checkpoint (the current weights when there is none, with a warning saying why)."""
     trainer = run.trainer
     ckpt = None
     if trainer.checkpoint_callback is not None and getattr(trainer.checkpoint_callback, "best_model_path", ""):
         ckpt = "best"
+    elif not trainer.enable_validation:
+        log.warning("trainer.limit_val_batches=0: this run never validates, so there is no best checkpoint; testing "
+                    "the last weights")
     else:
         log.warning("no best checkpoint (fast_dev_run or checkpointing off): testing the current weights")
     results = trainer.test(run.module, datamodule=run.datamodule, ckpt_path=ckpt)
@@ -369,11 +506,43 @@ def run_test(run: Run) -> dict[str, float]:
 STAGE_ORDER = ("pretrain", "finetune")
 
 
-def stage_config(cfg: DictConfig, name: str, output_dir: str | Path, init_from: str | Path | None) -> DictConfig:
+def command_line_keys(cfg: DictConfig) -> list[str]:
+    """The config keys set on the command line as values (``trainer.max_steps=6``, ``+model.x=1``; not group choices
+    such as ``attention=lsh``, not ``stages.*`` / ``stage`` / ``hydra.*``), parsed with Hydra's override grammar from
+    the running job's overrides (``HydraConfig``, or a ``hydra`` node of ``cfg``); [] outside Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if HydraConfig.initialized():
+        task = list(HydraConfig.get().overrides.task)
+    else:
+        task = list(OmegaConf.select(cfg, "hydra.overrides.task", default=None) or [])
+    keys = []
+    for override in OverridesParser.create().parse_overrides(task):
+        key = override.key_or_group
+        if override.is_delete() or override.package or key.startswith(("stages", "stage", "hydra")):
+            continue
+        if OmegaConf.is_dict(OmegaConf.select(cfg, key, default=None)):
+            continue  # a group choice (or a whole mapping): the stages' keys below it stay theirs
+        keys.append(key)
+    return keys
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    if isinstance(node, dict):
+        return [k for name, v in node.items() for k in _leaf_keys(v, f"{prefix}.{name}" if prefix else str(name))]
+    return [prefix]
+
+
+def stage_config(cfg: DictConfig, name: str, output_dir: str | Path, init_from: str | Path | None,
+                 command_line: list[str] | None = None) -> DictConfig:
     """``cfg`` with ``cfg.stages.<name>`` merged over it (a nested mapping, e.g. ``{task: mlm, trainer: {max_steps:
     800}}``),
     ``stages`` / ``stage`` removed, its own ``paths.output_dir`` and, for ``finetune``, ``model.init_from`` (unless
     the overrides set one). Interpolations (``optimized_metric`` follows ``task``) resolve in the stage's config.
+    A key of ``command_line`` (default :func:`command_line_keys`) that the stage sets too takes the command line's
+    value in every stage (``trainer.max_steps=6`` shortens both stages), with a log line naming the stage value it
+    replaces; ``stages.<name>.<key>=...`` sets one stage's value.
 
     Raises:
         ConfigError: ``cfg.stages`` has no ``name``.
@@ -387,6 +556,15 @@ def stage_config(cfg: DictConfig, name: str, output_dir: str | Path, init_from: 
         base.pop("stages", None)
         base.pop("stage", None)
     out = OmegaConf.merge(base, stages[name] or {})
+    stage_keys = _leaf_keys(OmegaConf.to_container(stages[name] or {}, resolve=False))
+    for key in command_line_keys(cfg) if command_line is None else command_line:
+        replaced = [k for k in stage_keys if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
+        if replaced:
+            value = OmegaConf.select(base, key)
+            OmegaConf.update(out, key, value, merge=False, force_add=True)
+            log.info("stage %s: %s=%s from the command line applies to this stage too (replaces %s); set "
+                     "stages.%s.%s=... for one stage only", name, key, value,
+                     ", ".join(f"stages.{name}.{k}={OmegaConf.select(stages[name], k)}" for k in replaced), name, key)
     with open_dict(out):
         out.paths.output_dir = str(output_dir)
         if init_from is not None and not OmegaConf.select(out, "model.init_from"):
@@ -453,8 +631,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("stages"):
         return train_stages(cfg)
     t0 = time.perf_counter()
+    check_config(cfg)  # before the seed is used: `seed=abc` fails naming its key
     pl.seed_everything(cfg.seed, workers=True)
-    run = build(cfg)
+    plan = plan_run(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    earlier = finished_metrics(cfg, plan)
+    if earlier is not None:
+        log.info("%s finished before (%s, checkpoint at global step %d) and these settings ask for no more training: "
+                 "nothing to do (raise trainer.max_steps / max_epochs / max_time to continue it, or start a new run "
+                 "directory)", out_dir, out_dir / "metrics.json", plan.ckpt_meta["global_step"])
+        return earlier
+    continuing = plan.ckpt_path is not None and (out_dir / "metrics.json").is_file()
+    previous = json.loads((out_dir / "metrics.json").read_text()) if continuing else {}
+    run = build(cfg, plan)
     if OmegaConf.select(cfg, "runtime.cpu_allocator", default="default") == "tuned":
         tune_cpu_allocator()
     fit(run)
@@ -480,8 +669,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     else:
         metrics["majority_acc"] = float(getattr(dm, "majority_class_accuracy", float("nan")))
         keys = ("test/acc", "majority_acc", "val/acc")
+    if previous:  # a finished run trained further: keep what it logged before, add this part's wall time
+        metrics = {**previous, **metrics, "wall_time_s": metrics["wall_time_s"] + float(previous.get("wall_time_s", 0))}
     if run.trainer.is_global_zero:
-        out_dir = Path(cfg.paths.output_dir)
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
         summary = ", ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
         log.info("done in %.1f s: %s; outputs in %s", metrics["wall_time_s"], summary, out_dir)
@@ -499,6 +689,9 @@ def optimized_value(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
         return metrics.get("optimized_value")
     metric = cfg.get("optimized_metric")
     if not metric:
+        return None
+    if validation_disabled(cfg) and f"{metric}_best" not in metrics and metric not in metrics:
+        log.info("trainer.limit_val_batches=0: no %s to report (the run never validated)", metric)
         return None
     if str(metric).startswith("test/"):
         raise ConfigError(f"optimized_metric={metric} is a test metric: a sweep must select on validation, e.g. "

@@ -153,7 +153,7 @@ def test_valid_combination_and_unknown_optimizer_key(compose_cfg):
     _, module = validate_config(compose_cfg("optimizer.in_backward=true", "trainer.gradient_clip_val=null",
                                             "trainer.precision=bf16-mixed"))
     assert module.optimizer_cfg["in_backward"] is True
-    with pytest.raises(ConfigError, match=r"optimizer has unknown keys \['momentum'\]"):
+    with pytest.raises(ConfigError, match=r"optimizer.momentum is not a setting of optimizer: the optimizer keys are \['betas', "):
         validate_config(compose_cfg("+optimizer.momentum=0.9"))
 
 

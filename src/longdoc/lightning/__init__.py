@@ -1,12 +1,14 @@
 """Lightning glue: the training module, callbacks, loggers and the preemption machinery."""
 
-from .callbacks import DDPConsistencyCheck, LastCheckpoint, PeriodicLastCheckpoint, ThroughputMonitor, peak_host_memory_gib
-from .loggers import ResumableCSVLogger
+from .callbacks import (DDPConsistencyCheck, FinalValidation, LastCheckpoint, PeriodicLastCheckpoint, ThroughputMonitor,
+                        peak_host_memory_gib)
+from .loggers import MLFLOW_INSTALL_HINT, ResumableCSVLogger, ResumableMLFlowLogger
 from .module import BitsPerByte, LongDocModule, warmup_constant, warmup_cosine, warmup_rsqrt
 from .preemption import (AtomicCheckpointIO, PreemptionCheckpoint, ReproducibleRNG, exit_after_signal, rng_states,
                          seed_batch, set_rng_states, submitit_signal)
 
-__all__ = ["AtomicCheckpointIO", "BitsPerByte", "DDPConsistencyCheck", "LastCheckpoint", "LongDocModule", "PeriodicLastCheckpoint",
-           "PreemptionCheckpoint", "ReproducibleRNG", "ResumableCSVLogger", "ThroughputMonitor", "exit_after_signal",
+__all__ = ["AtomicCheckpointIO", "BitsPerByte", "DDPConsistencyCheck", "FinalValidation", "LastCheckpoint", "LongDocModule", "PeriodicLastCheckpoint",
+           "PreemptionCheckpoint", "ReproducibleRNG", "ResumableCSVLogger",
+           "ResumableMLFlowLogger", "MLFLOW_INSTALL_HINT", "ThroughputMonitor", "exit_after_signal",
            "peak_host_memory_gib", "rng_states", "seed_batch", "set_rng_states", "submitit_signal", "warmup_cosine",
            "warmup_constant", "warmup_rsqrt"]

@@ -3,6 +3,7 @@ check (preemption: :mod:`longdoc.lightning.preemption`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import sys
@@ -11,6 +12,8 @@ import time
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint
 import torch
+
+log = logging.getLogger("longdoc")
 
 
 def peak_host_memory_gib() -> float:
@@ -118,7 +121,9 @@ class LastCheckpoint(Checkpoint):
     Lightning's ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saves a top-k
     checkpoint, so after the best validation score stops improving it would lag behind; this one never does. As a
     ``Checkpoint`` callback Lightning runs it after the other callbacks (and after the checkpoint callbacks listed
-    before it), so the file holds their updated state. The loggers are flushed first (:func:`save_with_logs`).
+    before it), so the file holds their updated state; when a validation at an epoch's end is recorded by
+    ``ModelCheckpoint`` only in its ``on_train_epoch_end`` (``val_check_interval=1.0``), the file is written again
+    there. The loggers are flushed first (:func:`save_with_logs`).
 
     Args:
         dirpath: checkpoint directory. filename: file name without ``.ckpt``.
@@ -139,6 +144,14 @@ class LastCheckpoint(Checkpoint):
 
     def on_validation_end(self, trainer, pl_module):
         self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # a ModelCheckpoint that validates once per epoch (val_check_interval=1.0) records that validation's score
+        # and best.ckpt in its own on_train_epoch_end, after on_validation_end wrote last.ckpt: write it again, so a
+        # resumed run knows the newest best score and path (else a worse later score could overwrite best.ckpt)
+        if self._saved_step == trainer.global_step:
+            self._saved_step = None
+            self._save(trainer)
 
     def on_train_end(self, trainer, pl_module):
         self._save(trainer)
@@ -170,5 +183,52 @@ class PeriodicLastCheckpoint(LastCheckpoint):
     def on_validation_end(self, trainer, pl_module):
         pass
 
+    def on_train_epoch_end(self, trainer, pl_module):
+        pass
+
     def on_train_end(self, trainer, pl_module):
         pass
+
+
+class FinalValidation(pl.Callback):
+    """Fit never ends without a validation: when the batch that ends training (``trainer.max_steps`` reached, or the
+    last batch of the last epoch) comes and no validation has run in this run yet (e.g. ``max_steps`` shorter than
+    ``val_check_interval``), it sets ``trainer.should_stop``, which makes Lightning validate after that batch (its
+    early-stopping path), so the checkpoint callback writes ``best.ckpt``, testing uses it and the optimized metric
+    exists. Whether a validation has run is part of the checkpoint (a resumed run remembers it). Does nothing when
+    validation is off (``trainer.limit_val_batches=0``).
+
+    Attributes:
+        validated: a (non-sanity) validation has finished in this run.
+        forced_at_step: the global step at which this callback asked for the validation (None: it did not).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.validated = False
+        self.forced_at_step: int | None = None
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.validated = True
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        if self.validated or not trainer.enable_validation:
+            return
+        last_step = trainer.max_steps is not None and trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps
+        last_epoch = trainer.max_epochs is not None and trainer.max_epochs > 0 and \
+            trainer.current_epoch + 1 >= trainer.max_epochs
+        if last_step or (last_epoch and trainer.is_last_batch):
+            if self.forced_at_step is None and trainer.is_global_zero:
+                log.info(
+                    "training ends at global step %d before any validation (trainer.val_check_interval=%s): "
+                    "validating once now, so best.ckpt exists and the test uses it", trainer.global_step,
+                    trainer.val_check_interval)
+            self.forced_at_step = trainer.global_step
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"validated": self.validated}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.validated = bool(state_dict.get("validated", False))
