@@ -1,5 +1,6 @@
 """Loading what ``train.py`` saved: the one place a checkpoint is read for every ``evaluate.py`` mode.
 
+* :func:`checkpoint_file` -- the file ``ckpt_path`` names: itself, or a run directory's best checkpoint;
 * :func:`read_checkpoint` -- the file's ``hyper_parameters`` and ``state_dict`` (the only ``torch.load``);
 * :func:`load_module` -- the :class:`longdoc.lightning.LongDocModule` rebuilt from them, weights loaded;
 * :func:`load_module_and_data` -- the module and its data module, rebuilt from the run configuration saved in
@@ -9,13 +10,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger("longdoc")
+
 EXAMPLE_PATH = "outputs/train/runs/<run>/checkpoints/best.ckpt"
+#: The checkpoint of a ``train.py`` run directory that ``ckpt_path=<run dir>`` means, tried in order: a plain run's
+#: best checkpoint, then a self-pretraining run's fine-tuned one (``experiment=spt/...``: ``<run>/finetune``).
+RUN_DIR_CHECKPOINTS = ("checkpoints/best.ckpt", "finetune/checkpoints/best.ckpt")
+#: How many entries / checkpoint files of a directory an error message lists.
+LISTED = 12
 
 
 @dataclass
@@ -32,20 +41,53 @@ class Checkpoint:
     state_dict: dict
 
 
-def read_checkpoint(ckpt_path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by ``train.py`` onto the CPU.
+def _listing(names: list[str]) -> str:
+    more = f", ... ({len(names) - LISTED} more)" if len(names) > LISTED else ""
+    return ", ".join(names[:LISTED]) + more
+
+
+def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
+    """The checkpoint file ``ckpt_path`` names: a file is itself; a ``train.py`` run directory means the first of
+    :data:`RUN_DIR_CHECKPOINTS` in it (its ``checkpoints/best.ckpt``, or ``finetune/checkpoints/best.ckpt`` for a
+    self-pretraining run), logged.
 
     Raises:
-        FileNotFoundError: no file at ``ckpt_path`` (``ckpt_path=... does not exist; ...``).
+        FileNotFoundError: nothing at ``ckpt_path`` (``ckpt_path=... does not exist; ...``); a directory without
+            any of :data:`RUN_DIR_CHECKPOINTS`: the message lists what the directory holds, the ``*.ckpt`` files
+            below it, and what to pass instead.
+    """
+    path = Path(ckpt_path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise FileNotFoundError(f"ckpt_path={str(path)!r} does not exist; pass a file written by train.py, "
+                                f"e.g. {EXAMPLE_PATH}, or its run directory")
+    for name in RUN_DIR_CHECKPOINTS:
+        if (path / name).is_file():
+            log.info("ckpt_path=%s is a run directory: using its %s", path, name)
+            return path / name
+    entries = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
+    ckpts = sorted(str(p.relative_to(path)) for p in path.rglob("*.ckpt") if p.is_file())
+    found = f"; checkpoint files below it: {_listing(ckpts)}" if ckpts else "; no *.ckpt file below it"
+    fix = (f"pass one of them, e.g. ckpt_path={path / ckpts[0]}" if ckpts else
+           f"pass a checkpoint file written by train.py, e.g. {EXAMPLE_PATH}, or a run directory holding one")
+    raise FileNotFoundError(f"ckpt_path={str(path)!r} is a directory without {' or '.join(RUN_DIR_CHECKPOINTS)} "
+                            f"(it holds: {_listing(entries) or 'nothing'}{found}); {fix}")
+
+
+def read_checkpoint(ckpt_path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by ``train.py`` onto the CPU: the file ``ckpt_path``, or the best checkpoint of
+    the run directory ``ckpt_path`` (:func:`checkpoint_file`).
+
+    Raises:
+        FileNotFoundError: no file at ``ckpt_path`` (``ckpt_path=... does not exist; ...``), or a directory without
+            a best checkpoint (see :func:`checkpoint_file`).
         ValueError: the file cannot be read (truncated, not a torch file) or holds no ``hyper_parameters`` /
             ``state_dict`` (not written by longdoc's ``train.py``); the message names the file.
     """
     import torch
 
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ckpt_path={str(path)!r} does not exist; pass a file written by train.py, "
-                                f"e.g. {EXAMPLE_PATH}")
+    path = checkpoint_file(ckpt_path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # RuntimeError (zip), UnpicklingError, EOFError, ...
