@@ -31,6 +31,7 @@ import hydra
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig
 
+from .checks import ConfigError
 from .resolvers import created_run_dirs, register_resolvers
 
 register_resolvers()
@@ -280,10 +281,7 @@ def _run_task(task: Callable[[DictConfig], Any], cfg: DictConfig) -> Any:
     """``task(cfg)``, with a ConfigError handled by :func:`_handle_config_error`."""
     try:
         return task(cfg)
-    except Exception as err:
-        config = sys.modules.get("longdoc.config")  # loaded by the task when it could raise a ConfigError
-        if config is None or not isinstance(err, config.ConfigError):
-            raise
+    except ConfigError as err:
         _handle_config_error(err)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -32,17 +32,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .attention import ATTENTION_REGISTRY
-from .checks import check_positive_int
+from .checks import ConfigError, check_positive_int
 from .lightning.module import DECAYS, fused_adamw_blocks_clipping
 from .layers import NORM_POSITIONS
 from .models import PRETRAINING_TASKS, SPAN_SAMPLINGS, TASKS, check_masking
 from .pretrained import check_pretrained
 
 log = logging.getLogger("longdoc")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid; the message names the key and how to fix it."""
 
 
 #: Checkpoint selection per task when ``callbacks.model_checkpoint`` monitors another task's default:

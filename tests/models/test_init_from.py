@@ -44,6 +44,11 @@ def test_run_directory_resolves_to_its_best_checkpoint(tmp_path):
     path = _save(tmp_path, pre)
     path.rename(tmp_path / "run" / "checkpoints" / "best.ckpt")
     assert init_encoder_from(_encoder(seed=3), tmp_path / "run").source.endswith("checkpoints/best.ckpt")
+    # a self-pretraining run directory (experiment=spt/*): its finetune stage's checkpoint
+    (tmp_path / "spt" / "finetune" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "best.ckpt").rename(tmp_path / "spt" / "finetune" / "checkpoints" / "best.ckpt")
+    assert init_encoder_from(_encoder(seed=3), tmp_path / "spt").source == str(
+        tmp_path / "spt" / "finetune" / "checkpoints" / "best.ckpt")
 
 
 def test_learned_positions_extend_block_wise_only_on_request(tmp_path):

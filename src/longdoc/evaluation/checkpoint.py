@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..checks import CheckpointNotFoundError, ConfigError
+
 log = logging.getLogger("longdoc")
 
 EXAMPLE_PATH = "outputs/train/runs/<run>/checkpoints/best.ckpt"
@@ -52,7 +54,8 @@ def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
     self-pretraining run), logged.
 
     Raises:
-        FileNotFoundError: nothing at ``ckpt_path`` (``ckpt_path=... does not exist; ...``); a directory without
+        CheckpointNotFoundError (a ConfigError and FileNotFoundError): nothing at ``ckpt_path`` (``ckpt_path=...
+            does not exist; ...``); a directory without
             any of :data:`RUN_DIR_CHECKPOINTS`: the message lists what the directory holds, the ``*.ckpt`` files
             below it, and what to pass instead.
     """
@@ -60,7 +63,7 @@ def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise FileNotFoundError(f"ckpt_path={str(path)!r} does not exist; pass a file written by train.py, "
+        raise CheckpointNotFoundError(f"ckpt_path={str(path)!r} does not exist; pass a file written by train.py, "
                                 f"e.g. {EXAMPLE_PATH}, or its run directory")
     for name in RUN_DIR_CHECKPOINTS:
         if (path / name).is_file():
@@ -71,7 +74,7 @@ def checkpoint_file(ckpt_path: str | os.PathLike) -> Path:
     found = f"; checkpoint files below it: {_listing(ckpts)}" if ckpts else "; no *.ckpt file below it"
     fix = (f"pass one of them, e.g. ckpt_path={path / ckpts[0]}" if ckpts else
            f"pass a checkpoint file written by train.py, e.g. {EXAMPLE_PATH}, or a run directory holding one")
-    raise FileNotFoundError(f"ckpt_path={str(path)!r} is a directory without {' or '.join(RUN_DIR_CHECKPOINTS)} "
+    raise CheckpointNotFoundError(f"ckpt_path={str(path)!r} is a directory without {' or '.join(RUN_DIR_CHECKPOINTS)} "
                             f"(it holds: {_listing(entries) or 'nothing'}{found}); {fix}")
 
 
@@ -80,9 +83,9 @@ def read_checkpoint(ckpt_path: str | os.PathLike) -> Checkpoint:
     the run directory ``ckpt_path`` (:func:`checkpoint_file`).
 
     Raises:
-        FileNotFoundError: no file at ``ckpt_path`` (``ckpt_path=... does not exist; ...``), or a directory without
+        CheckpointNotFoundError (a ConfigError and FileNotFoundError): no file at ``ckpt_path`` (``ckpt_path=... does not exist; ...``), or a directory without
             a best checkpoint (see :func:`checkpoint_file`).
-        ValueError: the file cannot be read (truncated, not a torch file) or holds no ``hyper_parameters`` /
+        ConfigError: the file cannot be read (truncated, not a torch file) or holds no ``hyper_parameters`` /
             ``state_dict`` (not written by longdoc's ``train.py``); the message names the file.
     """
     import torch
@@ -91,11 +94,11 @@ def read_checkpoint(ckpt_path: str | os.PathLike) -> Checkpoint:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # RuntimeError (zip), UnpicklingError, EOFError, ...
-        raise ValueError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is truncated or not a "
+        raise ConfigError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); it is truncated or not a "
                          "checkpoint written by train.py") from err
     missing = [k for k in ("hyper_parameters", "state_dict") if not isinstance(ckpt, Mapping) or k not in ckpt]
     if missing:
-        raise ValueError(f"checkpoint {path} has no {' / '.join(repr(k) for k in missing)}: not a checkpoint "
+        raise ConfigError(f"checkpoint {path} has no {' / '.join(repr(k) for k in missing)}: not a checkpoint "
                          "written by longdoc's train.py")
     return Checkpoint(path, dict(ckpt["hyper_parameters"]), ckpt["state_dict"])
 
@@ -107,7 +110,7 @@ def load_module(ckpt_path: str | os.PathLike, attention_overrides: Mapping[str, 
     ``{"n_hashes": 8}`` for LSH evaluated with more hash rounds).
 
     Raises:
-        FileNotFoundError / ValueError: see :func:`read_checkpoint`. RuntimeError: weights that do not fit the
+        CheckpointNotFoundError / ConfigError: see :func:`read_checkpoint`. RuntimeError: weights that do not fit the
             rebuilt module (``load_state_dict``'s message).
     """
     from ..lightning import LongDocModule
@@ -130,8 +133,8 @@ def load_module_and_data(ckpt_path: str | os.PathLike, *, attention_overrides: M
     data is read yet).
 
     Raises:
-        FileNotFoundError / ValueError / RuntimeError: see :func:`load_module`; ValueError also for a checkpoint
-            without a saved data config.
+        CheckpointNotFoundError / ConfigError / RuntimeError: see :func:`load_module`; ConfigError also for a
+            checkpoint without a saved data config.
     """
     import hydra
     from omegaconf import OmegaConf
@@ -139,7 +142,7 @@ def load_module_and_data(ckpt_path: str | os.PathLike, *, attention_overrides: M
     module = load_module(ckpt_path, attention_overrides)
     saved = OmegaConf.create(module.hparams.config or {})
     if "data" not in saved:
-        raise ValueError(f"checkpoint {ckpt_path} has no saved data config; was it written by longdoc's train.py?")
+        raise ConfigError(f"checkpoint {ckpt_path} has no saved data config; was it written by longdoc's train.py?")
     return module, hydra.utils.instantiate(OmegaConf.merge(saved.data, dict(data_overrides or {})), _convert_="all")
 
 
@@ -158,9 +161,9 @@ def load_from_config(cfg):
     saved attention and the non-null ``cfg.data`` keys merged over the saved data config (``conf/evaluate.yaml``).
 
     Raises:
-        ValueError: no ``ckpt_path``; the errors of :func:`load_module_and_data`.
+        ConfigError: no ``ckpt_path``; the errors of :func:`load_module_and_data`.
     """
     if not cfg.get("ckpt_path"):
-        raise ValueError(f"ckpt_path is not set: pass ckpt_path=<checkpoint>, e.g. ckpt_path={EXAMPLE_PATH}")
+        raise ConfigError(f"ckpt_path is not set: pass ckpt_path=<checkpoint>, e.g. ckpt_path={EXAMPLE_PATH}")
     return load_module_and_data(cfg.ckpt_path, attention_overrides=set_keys(cfg.get("attention")) or None,
                                 data_overrides=set_keys(cfg.get("data")))

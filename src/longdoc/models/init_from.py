@@ -38,7 +38,8 @@ class InitReport:
 
 
 def resolve_source(source: str | Path) -> Path:
-    """A checkpoint file, or a run directory (its ``checkpoints/best.ckpt``, else ``checkpoints/last.ckpt``).
+    """A checkpoint file, or a run directory (its ``checkpoints/best.ckpt``, else ``checkpoints/last.ckpt``; for a
+    self-pretraining run directory, ``experiment=spt/*``, those of its ``finetune`` stage).
 
     Raises:
         FileNotFoundError: nothing there, naming what was looked for.
@@ -47,9 +48,10 @@ def resolve_source(source: str | Path) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        for name in RUN_DIR_CHECKPOINTS:
-            if (path / name).is_file():
-                return path / name
+        for run_dir in (path, path / "finetune"):
+            for name in RUN_DIR_CHECKPOINTS:
+                if (run_dir / name).is_file():
+                    return run_dir / name
         raise FileNotFoundError(f"model.init_from={str(source)!r} is a directory without {' or '.join(RUN_DIR_CHECKPOINTS)}"
                                 "; give a longdoc run directory or a .ckpt file")
     raise FileNotFoundError(f"model.init_from={str(source)!r} does not exist; give a longdoc run directory or a "
