@@ -460,7 +460,7 @@ def finished_metrics(cfg: DictConfig, plan: Plan) -> dict[str, float] | None:
 
 
 def fit(run: Run) -> None:
-    """``trainer.fit``; a preemption signal ends it with the job handed back to its launcher.
+    """``trainer.fit``; a preemption signal (or Ctrl-C) ends it with the job handed back to its launcher.
 
     Raises:
         ConfigError: ``trainer.val_check_interval`` (an integer) larger than an epoch, naming the two fixes (Lightning

@@ -3,7 +3,8 @@
 * :class:`PreemptionCheckpoint`: the signal a launcher sends before it stops a job (submitit's preemption /
   time-limit signal, ``SIGUSR1`` of Lightning's ``SLURMEnvironment`` under plain ``srun``, ``SIGTERM``) makes the
   run finish the running batch, write ``last.ckpt`` (weights, optimizer, scheduler, loop progress, data position,
-  RNG states) and exit non-zero so that the launcher requeues it; :func:`exit_after_signal` does the exit.
+  RNG states) and exit non-zero so that the launcher requeues it; :func:`exit_after_signal` does the exit. Ctrl-C
+  (``SIGINT``) saves the same way and exits 130 without requeueing; a second Ctrl-C stops at once.
 * :class:`AtomicCheckpointIO`: every checkpoint is written to a temporary file, flushed to disk and renamed, so a
   kill during saving leaves the previous checkpoint intact.
 * :class:`ReproducibleRNG`: the RNG states go into every checkpoint, and each training batch draws its randomness
@@ -52,17 +53,29 @@ def submitit_signal() -> signal.Signals | None:
 
 
 class PreemptionCheckpoint(pl.Callback):
-    """Stop cleanly on a preemption signal: finish the batch, save ``<dirpath>/<filename>.ckpt``, let the launcher
-    requeue the job.
+    """Stop cleanly on a preemption signal or Ctrl-C: finish the batch, save ``<dirpath>/<filename>.ckpt``, let the
+    launcher requeue the job.
 
     Signals: ``SIGTERM`` (any scheduler), ``SIGUSR1`` (Lightning's ``SLURMEnvironment`` requeue signal, e.g.
-    ``sbatch --signal=USR1@90``) and, in a submitit job, submitit's signal (``SUBMITIT_PREEMPT_SIGNAL``, default
-    ``USR2``). From ``on_fit_start`` on, ``SIGUSR1`` and submitit's signal are passed to Lightning's ``SIGTERM``
-    handler (registered right after ``on_fit_start``), which lets the running batch finish (and, under DDP,
-    stops every rank at the same batch) and then raises ``SIGTERMException`` at the batch boundary. There, in
-    ``on_exception``, this callback writes the checkpoint: the state after the last completed batch, which
-    ``ckpt_path=auto`` resumes at the next batch. Registering ``SIGUSR1`` first also keeps Lightning from installing
-    its own SLURM handler, which would save inside the signal handler, mid-batch.
+    ``sbatch --signal=USR1@90``), ``SIGINT`` (Ctrl-C in a terminal) and, in a submitit job, submitit's signal
+    (``SUBMITIT_PREEMPT_SIGNAL``, default ``USR2``). From ``on_fit_start`` on, ``SIGUSR1``, ``SIGINT`` and submitit's
+    signal are passed to Lightning's ``SIGTERM`` handler (registered right after ``on_fit_start``), which lets the
+    running batch finish and then raises ``SIGTERMException`` at the batch boundary. There, in ``on_exception``, this
+    callback writes the checkpoint: the state after the last completed batch, which ``ckpt_path=auto`` resumes at the
+    next batch. Registering ``SIGUSR1`` first also keeps Lightning from installing its own SLURM handler, which would
+    save inside the signal handler, mid-batch.
+
+    Ctrl-C (``SIGINT``): the first one saves as above and the process exits 130 (128 + 2, what a shell expects of
+    an interrupted command), never requeued: a person stopped the run, and rerunning the same command resumes it. The
+    handler that was there before (Python's: ``KeyboardInterrupt``) is put back at once, so a second Ctrl-C stops
+    immediately without saving (Lightning then exits 1). A run started with ``SIGINT`` ignored (a background job of a
+    script, ``nohup``) keeps ignoring it. Under DDP a terminal's Ctrl-C reaches every process; no rank calls
+    Lightning's handler (which would signal the other ranks again and run a collective inside the handler, where the
+    ranks' collectives can pair up wrongly and hang): the ranks agree with one all-reduce at the end of every training
+    batch and after every validation (``reduce_boolean_decision``), so all stop after the same batch even when only
+    one rank was signalled.
+
+    Forked DataLoader workers inherit the handler and ignore the signals in it: the training process stops them.
 
     After ``trainer.fit`` has raised, :func:`exit_after_signal` requeues (submitit's own handler: the launcher's
     ``checkpoint()`` and requeue; ``scontrol requeue`` for ``SIGUSR1`` in a SLURM job that submitit does not run) and
@@ -82,35 +95,103 @@ class PreemptionCheckpoint(pl.Callback):
         self.received: int | None = None
         self.saved_path: str | None = None
         self._previous: dict[int, Any] = {}
+        self._pid: int | None = None  # the training process (forked DataLoader workers inherit the handler)
+        self._distributed = False  # world size > 1: SIGINT waits for the ranks' agreement at the batch end
+        self._sigint_pending = False  # SIGINT caught under DDP, not yet agreed on
+        self._interrupted = False  # a first SIGINT was handled: the next one stops at once
 
     def signals(self) -> list[signal.Signals]:
         """The signals this callback passes on to Lightning's graceful stop (besides SIGTERM itself)."""
-        sigs = [signal.SIGUSR1]
+        sigs = [signal.SIGINT, signal.SIGUSR1]
         sub = submitit_signal()
         if sub is not None and sub not in sigs and sub != signal.SIGTERM:
             sigs.append(sub)
         return sigs
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if self._pid is not None and os.getpid() != self._pid:
+            return  # a forked DataLoader worker: the training process stops it
+        if signum == signal.SIGINT:
+            self._interrupt(frame)
         if self.received is None:
             self.received = signum
-            log.warning("caught %s: finishing the running batch, then saving %s/%s.ckpt", signal.Signals(signum).name,
-                        self.dirpath, self.filename)
+            if signum == signal.SIGINT:
+                log.warning("caught SIGINT (Ctrl-C): finishing the running batch, then saving %s/%s.ckpt; press "
+                            "Ctrl-C again to stop at once without saving", self.dirpath, self.filename)
+            else:
+                log.warning("caught %s: finishing the running batch, then saving %s/%s.ckpt",
+                            signal.Signals(signum).name, self.dirpath, self.filename)
+        self._request_stop(signum, frame)
+
+    def _interrupt(self, frame: Any) -> None:
+        """Ctrl-C: put the previous SIGINT handler back so that the next Ctrl-C stops at once; if this already is the
+        next one (Lightning's teardown re-installs the handlers it found, this one among them), stop now."""
+        previous = self._previous.get(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, previous)
+        if not self._interrupted:
+            self._interrupted = True
+            return
+        if callable(previous):
+            previous(signal.SIGINT, frame)  # Python's default_int_handler: raises KeyboardInterrupt
+        else:
+            signal.raise_signal(signal.SIGINT)  # SIG_DFL: the default action ends the process
+
+    def _request_stop(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self._distributed:
+            self._sigint_pending = True  # the ranks agree at the end of the batch (_agree_to_stop)
+            return
         lightning_stop = signal.getsignal(signal.SIGTERM)  # Lightning's: sets trainer.received_sigterm
         if callable(lightning_stop):
             lightning_stop(signal.SIGTERM, frame)
 
+    def _agree_to_stop(self, trainer: pl.Trainer) -> None:
+        """Under DDP: stop every rank after this batch if any rank caught SIGINT (a collective: every rank calls it at
+        the same point of the loop)."""
+        if not trainer.strategy.reduce_boolean_decision(self._sigint_pending, all=False):
+            return
+        if self.received is None:
+            self.received = signal.SIGINT
+        if trainer.received_sigterm:
+            return
+        # the flag Lightning's SIGTERM handler sets (Trainer.received_sigterm reads it), set without the handler's
+        # SIGTERM to the other ranks and in-handler broadcast: the loops raise SIGTERMException at the batch end
+        connector = getattr(trainer, "_signal_connector", None)
+        if not hasattr(connector, "received_sigterm"):
+            raise RuntimeError(f"pytorch_lightning {pl.__version__} has no Trainer._signal_connector.received_sigterm "
+                               "(the flag behind Trainer.received_sigterm) to stop the ranks after a Ctrl-C; install "
+                               "a pytorch-lightning version within pyproject.toml's range")
+        if trainer.is_global_zero:
+            log.warning("SIGINT (Ctrl-C): all %d ranks stop after this batch", trainer.world_size)
+        connector.received_sigterm = True
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._distributed = trainer.world_size > 1
         if os.name == "nt" or not _in_main_thread():
             return
+        self._pid = os.getpid()
         for sig in self.signals():
-            self._previous[sig] = signal.getsignal(sig)
+            current = signal.getsignal(sig)
+            if current == self._handle:
+                continue  # already installed (a second fit with this callback)
+            if sig == signal.SIGINT and current == signal.SIG_IGN:
+                continue  # started with Ctrl-C ignored (a background job of a script, nohup): leave it so
+            self._previous[sig] = current
             signal.signal(sig, self._handle)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a signal between on_fit_start and Lightning's handler registration reached no graceful stop
         if self.received is not None and not trainer.received_sigterm:
-            self._handle(self.received, None)
+            self._request_stop(self.received, None)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._distributed:
+            self._agree_to_stop(trainer)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # a Ctrl-C during the last validation of the fit would otherwise find no training batch end
+        if self._distributed and trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._agree_to_stop(trainer)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException):
@@ -120,7 +201,12 @@ class PreemptionCheckpoint(pl.Callback):
         path = f"{self.dirpath}/{self.filename}.ckpt"
         save_with_logs(trainer, path)
         self.saved_path = path
-        if trainer.is_global_zero:
+        if not trainer.is_global_zero:
+            return
+        if self.received == signal.SIGINT:
+            log.warning("SIGINT (Ctrl-C): saved %s at global step %d; exiting with code 130; rerun the same command "
+                        "to resume there (ckpt_path=auto)", path, trainer.global_step)
+        else:
             log.warning("%s: saved %s at global step %d; the run resumes there with ckpt_path=auto in the same run "
                         "directory", signal.Signals(self.received).name, path, trainer.global_step)
 
@@ -143,6 +229,7 @@ class PreemptionCheckpoint(pl.Callback):
           under the local executor; SLURM requeues with ``scontrol``). On ranks other than 0 it returns.
         * ``SIGUSR1`` in a SLURM job not run by submitit: ``scontrol requeue $SLURM_JOB_ID`` on global rank 0, as
           Lightning's ``SLURMEnvironment`` does.
+        * ``SIGINT`` (Ctrl-C) and ``SIGTERM``: nothing to requeue through; exit 130 / 143.
 
         Raises:
             SystemExit: always; code 128 + the signal number unless the launcher's handler exits with its own.
