@@ -74,3 +74,17 @@ def final_weights(ckpt: Path) -> dict[str, torch.Tensor]:
 def max_weight_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+
+
+def scontrol_stub(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """The environment of a SLURM job (an interactive `srun`) whose `scontrol` is a stand-in that appends its
+    arguments to the returned log file."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    calls = tmp_path / "scontrol.log"
+    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SCONTROL_LOG=str(calls), SLURM_JOB_ID="4242",
+                    SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_JOB_NAME="train",
+                    SLURM_NODELIST="localhost")
+    return env, calls

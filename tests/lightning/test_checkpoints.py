@@ -76,7 +76,7 @@ def test_truncated_checkpoint_is_refused_by_name_and_auto_falls_back(tmp_path, t
     time.sleep(0.01)
     _truncate(last)
 
-    with pytest.raises(ConfigError, match=rf"checkpoint {last} cannot be read .*truncated"):
+    with pytest.raises(ConfigError, match=rf"checkpoint {last} cannot be read: it is truncated"):
         resolve_ckpt_path(str(last), run_dir)
     with caplog.at_level(logging.WARNING, logger="longdoc"):
         path, meta = resolve_ckpt_path("auto", run_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.lightning.runs import (ROOT, TOTAL_STEPS, clean_env, final_weights, max_weight_diff, train_cmd, train_steps,
-                                  wait_for)
+                                  scontrol_stub, wait_for)
 from tests.lightning.wandb_offline import history_and_config
 
 LOGGERS = "logger=[csv,tensorboard,wandb]"
@@ -79,14 +79,7 @@ def test_sigterm_mid_epoch_resumes_exactly_with_continuous_dashboards(tmp_path, 
 def test_sigusr1_in_a_slurm_job_requeues_and_resumes_exactly(tmp_path, data_dir, reference):
     """Lightning's SLURMEnvironment path (`sbatch --signal=USR1@90`, plain srun): the job asks SLURM to requeue it
     (`scontrol requeue $SLURM_JOB_ID`, here a stand-in that records its arguments) and the requeued job resumes."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    calls = tmp_path / "scontrol.log"
-    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SCONTROL_LOG=str(calls), SLURM_JOB_ID="4242",
-                    SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_JOB_NAME="train",
-                    SLURM_NODELIST="localhost")
+    env, calls = scontrol_stub(tmp_path)
     run_dir = tmp_path / "run"
     cmd = train_cmd(run_dir, data_dir, "test=false")
     code, out = _interrupt(cmd, env, run_dir, signal.SIGUSR1)

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from tests.lightning.runs import (ROOT, TOTAL_STEPS, clean_env, final_weights, max_weight_diff, train_cmd, train_steps,
-                                  wait_for)
+                                  scontrol_stub, wait_for)
 
 #: Two DataLoader worker processes: a terminal's Ctrl-C reaches them too, and they must not end the run.
 WORKERS = "data.num_workers=2"
@@ -84,19 +84,6 @@ def _step(ckpt: Path) -> int:
     return torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"]
 
 
-def _scontrol_stub(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    """The environment of a SLURM job (an interactive `srun`) whose `scontrol` records its arguments."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
-    (bin_dir / "scontrol").chmod(0o755)
-    calls = tmp_path / "scontrol.log"
-    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", SCONTROL_LOG=str(calls), SLURM_JOB_ID="4242",
-                    SLURM_NTASKS="1", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NODEID="0", SLURM_JOB_NAME="train",
-                    SLURM_NODELIST="localhost")
-    return env, calls
-
-
 @pytest.mark.slow
 def test_ctrl_c_saves_the_running_step_exits_130_and_the_rerun_resumes_exactly(tmp_path, data_dir):
     reference_dir = tmp_path / "reference"
@@ -106,7 +93,7 @@ def test_ctrl_c_saves_the_running_step_exits_130_and_the_rerun_resumes_exactly(t
     assert train_steps(reference_dir) == list(range(TOTAL_STEPS))
     reference = final_weights(reference_dir / "checkpoints" / "last.ckpt")
 
-    env, scontrol_calls = _scontrol_stub(tmp_path)  # a SLURM job: Ctrl-C must not requeue it
+    env, scontrol_calls = scontrol_stub(tmp_path)  # a SLURM job: Ctrl-C must not requeue it
     run_dir = tmp_path / "run"
     cmd = train_cmd(run_dir, data_dir, WORKERS, "test=false")
     proc = _start(cmd, env)
