@@ -13,7 +13,10 @@ from .encoder import Encoder
 from .heads import RetrievalHead, SequenceClassificationHead, pool
 from .lm import CausalLM, next_token_loss, next_token_targets
 from .mlm import SPAN_SAMPLINGS, MaskedLM, check_masking, mask_tokens, masked_lm_loss, span_mask
+from .multilabel import MultiLabelHead, check_threshold, multilabel_loss, multilabel_predict
+from .qa import QuestionAnsweringHead, SpanPrediction, answer_text, best_span, mask_logits, qa_loss, span_char_offsets
 from .retrieval import RetrievalClassifier
+from .token_classification import TokenClassificationHead, token_classification_loss
 
 #: The tasks a model can be trained on: a data module's own (``LongDocDataModule.task``: classification, retrieval,
 #: lm) and the self-pretraining objectives that read any data module's batches (lm, mlm; the root config key ``task``).
@@ -87,4 +90,7 @@ __all__ = [
     "Encoder", "compile_model", "SequenceClassificationHead", "RetrievalHead", "pool",
     "SequenceClassifier", "RetrievalClassifier", "CausalLM", "next_token_loss", "next_token_targets",
     "MaskedLM", "SPAN_SAMPLINGS", "check_masking", "mask_tokens", "masked_lm_loss", "span_mask",
+    "MultiLabelHead", "check_threshold", "multilabel_loss", "multilabel_predict",
+    "TokenClassificationHead", "token_classification_loss",
+    "QuestionAnsweringHead", "SpanPrediction", "answer_text", "best_span", "mask_logits", "qa_loss", "span_char_offsets",
 ]
