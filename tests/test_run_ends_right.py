@@ -158,8 +158,9 @@ def test_finished_run_rerun_changes_nothing_and_a_longer_one_continues_keeping_e
     assert ckpt_step(out / "checkpoints" / "last.ckpt") == 8
     saved = json.loads((out / "metrics.json").read_text())
     assert set(first) <= set(saved) and saved == pytest.approx(longer)
-    steps = [int(r["step"]) for r in rows(out) if r.get("train/loss_step")]
-    assert steps == sorted(set(steps)) and steps[-1] == 7  # each step logged once
+    logged = [(int(r["step"]), int(r["epoch"])) for r in rows(out) if r.get("train/loss_step")]
+    # each step logged once, in the epoch it belongs to (10 batches an epoch): the rerun went on inside epoch 0
+    assert logged == [(step, 0) for step in range(8)]
 
 
 def test_unreadable_checkpoints_start_fresh_with_the_earlier_attempt_moved_aside(compose_cfg, caplog):
@@ -233,3 +234,19 @@ def test_a_validation_interval_longer_than_an_epoch_names_the_key_and_both_fixes
                                           r"epoch: .* trainer.check_val_every_n_epoch=null"):
         train(cfg)
     assert not os.path.exists(Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt")
+
+
+def test_resume_comparison_by_hand():
+    from longdoc.config import check_resume_config, extends_training
+
+    old = {"model": {"d_model": 32}, "trainer": {"max_steps": 4, "max_time": "00:00:10:00"}, "seed": 1}
+    new = {"model": {"d_model": 32, "threshold": 0.5}, "trainer": {"max_steps": 8, "max_time": "00:00:10:00"},
+           "seed": 1}
+    diffs = check_resume_config(old, new, "x", "run")  # a setting a newer version added, and a longer run: allowed
+    assert diffs == [("model.threshold", "<absent>", 0.5), ("trainer.max_steps", 4, 8)]
+    assert extends_training(diffs)
+    assert not extends_training([("trainer.max_steps", 8, 4)])
+    assert extends_training([("trainer.max_time", "00:00:10:00", "00:01:00:00")])
+    assert extends_training([("trainer.max_epochs", 2, -1)])  # no limit
+    with pytest.raises(ConfigError, match=r"seed: 1 \(the run\) -> 2 \(now\)"):
+        check_resume_config(old, {**new, "seed": 2}, "x", "run")

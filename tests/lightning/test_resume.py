@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pytorch_lightning.callbacks import Checkpoint
 
 from tests.lightning.runs import (ROOT, TOTAL_STEPS, clean_env, final_weights, max_weight_diff, train_cmd, train_steps,
                                   scontrol_stub, wait_for)
@@ -133,3 +134,37 @@ def test_sampler_skips_exactly_the_batches_already_trained():
     assert [list(b) for b in sampler] == full  # the skip applies once
     sampler.skip_batches(epoch=1, n=5)  # saved in another epoch (end-of-epoch checkpoint): no skip
     assert [list(b) for b in sampler] == full
+
+
+class StopAtEpochEnd(Checkpoint):
+    """Test instrument (``+callbacks.zstop._target_``): SIGTERM to this process in ``on_train_epoch_end`` of ``epoch``,
+    after the checkpoint callbacks' own epoch-end work (a ``Checkpoint`` runs last), as a scheduler's signal can
+    land while they write; Lightning's fit loop then raises the stop after marking the epoch completed."""
+
+    def __init__(self, epoch: int = 0):
+        self.epoch = epoch
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch and not os.environ.get("NO_STOP"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("limits", [["trainer.max_epochs=-1", f"trainer.max_steps={TOTAL_STEPS}"], []])
+def test_a_stop_at_an_epoch_end_resumes_exactly(tmp_path, data_dir, limits):
+    """A stop signal during the epoch-end hooks: the checkpoint resumes at the next epoch's first batch, each step
+    logged once and the final weights those of an uninterrupted run (with max_epochs=-1 pytorch-lightning 2.6 would
+    resume the completed-epoch state one step and one epoch too far)."""
+    stop = [*limits, f"+callbacks.zstop._target_={__name__}.StopAtEpochEnd"]
+    run_dir, ref_dir = tmp_path / "run", tmp_path / "reference"
+    first = subprocess.run(train_cmd(run_dir, data_dir, "test=false", *stop), cwd=ROOT, env=clean_env(),
+                           capture_output=True, text=True, timeout=600)
+    assert first.returncode == 128 + signal.SIGTERM, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "saved" in first.stdout + first.stderr and train_steps(run_dir) == list(range(12))
+    for d in (run_dir, ref_dir):  # the rerun resumes; the reference runs uninterrupted
+        res = subprocess.run(train_cmd(d, data_dir, "test=false", *stop), cwd=ROOT, env=clean_env(NO_STOP="1"),
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert train_steps(run_dir) == list(range(TOTAL_STEPS))
+    assert max_weight_diff(final_weights(run_dir / "checkpoints" / "last.ckpt"),
+                           final_weights(ref_dir / "checkpoints" / "last.ckpt")) <= 1e-6

@@ -121,9 +121,9 @@ class LastCheckpoint(Checkpoint):
     Lightning's ``ModelCheckpoint(save_last=True)`` refreshes ``last.ckpt`` only when it also saves a top-k
     checkpoint, so after the best validation score stops improving it would lag behind; this one never does. As a
     ``Checkpoint`` callback Lightning runs it after the other callbacks (and after the checkpoint callbacks listed
-    before it), so the file holds their updated state; when a validation at an epoch's end is recorded by
-    ``ModelCheckpoint`` only in its ``on_train_epoch_end`` (``val_check_interval=1.0``), the file is written again
-    there. The loggers are flushed first (:func:`save_with_logs`).
+    before it), so the file holds their updated state: ``conf/callbacks/default.yaml`` sets the model checkpoint's
+    ``save_on_train_epoch_end: false``, so it records each validation at the validation's end too, not later at the
+    epoch's end. The loggers are flushed first (:func:`save_with_logs`).
 
     Args:
         dirpath: checkpoint directory. filename: file name without ``.ckpt``.
@@ -143,15 +143,18 @@ class LastCheckpoint(Checkpoint):
         self._saved_step = trainer.global_step
 
     def on_validation_end(self, trainer, pl_module):
-        self._save(trainer)
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        # a ModelCheckpoint that validates once per epoch (val_check_interval=1.0) records that validation's score
-        # and best.ckpt in its own on_train_epoch_end, after on_validation_end wrote last.ckpt: write it again, so a
-        # resumed run knows the newest best score and path (else a worse later score could overwrite best.ckpt)
-        if self._saved_step == trainer.global_step:
-            self._saved_step = None
+        if not trainer.should_stop:
             self._save(trainer)
+            return
+        # a validation run because training stops here (FinalValidation, early stopping, max_time): Lightning counts
+        # the batch for the loggers only after it, and a resumed run, no longer stopping, does not replay that count,
+        # so save the count as it is after the batch (else a longer rerun logs its steps one too low)
+        loop = trainer.fit_loop.epoch_loop
+        loop._batches_that_stepped += 1
+        try:
+            self._save(trainer)
+        finally:
+            loop._batches_that_stepped -= 1
 
     def on_train_end(self, trainer, pl_module):
         self._save(trainer)
@@ -181,9 +184,6 @@ class PeriodicLastCheckpoint(LastCheckpoint):
             self._save(trainer)
 
     def on_validation_end(self, trainer, pl_module):
-        pass
-
-    def on_train_epoch_end(self, trainer, pl_module):
         pass
 
     def on_train_end(self, trainer, pl_module):

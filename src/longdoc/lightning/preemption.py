@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -199,7 +200,8 @@ class PreemptionCheckpoint(pl.Callback):
         if self.received is None:
             self.received = signal.SIGTERM
         path = f"{self.dirpath}/{self.filename}.ckpt"
-        save_with_logs(trainer, path)
+        with _as_at_epoch_end(trainer):
+            save_with_logs(trainer, path)
         self.saved_path = path
         if not trainer.is_global_zero:
             return
@@ -244,6 +246,33 @@ class PreemptionCheckpoint(pl.Callback):
             if global_rank == 0:
                 _scontrol_requeue()
         raise SystemExit(128 + int(signum))
+
+
+@contextlib.contextmanager
+def _as_at_epoch_end(trainer: pl.Trainer):
+    """While saving after a stop signal: when Lightning raised the stop at the very end of an epoch (its fit loop
+    checks the signal after its epoch-end hooks, with the epoch marked processed and completed and the logger step
+    advanced), present the loops as they are at the end of the epoch's last batch, the state :class:`LastCheckpoint`
+    saves after a validation there, which resumes at the next epoch's first batch exactly. Saved as it is, that state
+    resumes one step and one epoch too far when ``trainer.max_epochs=-1`` (pytorch-lightning 2.6: the next batch is
+    logged as global step + 1, an epoch number skipped, other weights). Touches Lightning's loop counters
+    (``fit_loop.epoch_progress``, ``fit_loop.epoch_loop._batches_that_stepped``) and puts them back after the save."""
+    fit_loop = trainer.fit_loop
+    progress = fit_loop.epoch_progress
+    at_epoch_end = progress.current.ready > 0 and progress.current.completed == progress.current.ready
+    if at_epoch_end:
+        for counter in (progress.current, progress.total):
+            counter.processed -= 1
+            counter.completed -= 1
+        fit_loop.epoch_loop._batches_that_stepped -= 1
+    try:
+        yield
+    finally:
+        if at_epoch_end:
+            for counter in (progress.current, progress.total):
+                counter.processed += 1
+                counter.completed += 1
+            fit_loop.epoch_loop._batches_that_stepped += 1
 
 
 def _in_main_thread() -> bool:
