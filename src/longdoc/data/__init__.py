@@ -1,20 +1,28 @@
-"""Data layer: the shared base data module (``base``), the batch samplers (``samplers``) and one module
-per dataset (Long Range Arena ListOps, text, retrieval, image, pathfinder; enwik8; generic text
-classification), each with its loading / generation and its Lightning data module."""
+"""Data layer: the shared pieces -- the base data modules, datasets, splits and the collator of each task
+(``base``), one tokenisation for documents (``tokenization``: bytes, a trained BPE or a checkpoint's tokenizer),
+the batch samplers (``samplers``) -- and one module per dataset (Long Range Arena ListOps, text, retrieval, image,
+pathfinder; enwik8; stdlib packages; generic text classification), each a source of records (its loading /
+generation) and its Lightning data module."""
 
 from .base import (
     BYTE_VOCAB_SIZE,
     CLS_ID,
     IGNORE_INDEX,
     PAD_ID,
+    TASK_DOCUMENTS,
     VALUE_OFFSET,
     ByteWindowDataset,
     DataNotFoundError,
     LongDocDataModule,
     PaddingCollator,
     PairedSequenceDataset,
+    PixelDataModule,
+    SourceDataModule,
     TokenSequenceDataset,
+    byte_values_dataset,
     carve_validation,
+    carve_validation_records,
+    select_records,
 )
 from .enwik8 import Enwik8DataModule, stdlib_corpus, unigram_entropy_bits
 from .listops import (
@@ -47,6 +55,7 @@ from .lra_text import LRATextDataModule, load_imdb, read_aclimdb
 from .samplers import LengthBucketBatchSampler, RandomWindowBatchSampler, padding_fraction
 from .stdlib_packages import StdlibPackagesDataModule
 from .text_classification import TextClassificationDataModule
+from .tokenization import DocumentTokenizer, DocumentTokenizerMixin
 
 __all__ = [
     "BYTE_VOCAB_SIZE",
@@ -56,6 +65,7 @@ __all__ = [
     "NUM_CLASSES",
     "PAD_ID",
     "SPECIAL_TOKENS",
+    "TASK_DOCUMENTS",
     "TOKEN_TO_ID",
     "UNK_ID",
     "VALUE_OFFSET",
@@ -63,6 +73,8 @@ __all__ = [
     "VOCAB_SIZE",
     "ByteWindowDataset",
     "DataNotFoundError",
+    "DocumentTokenizer",
+    "DocumentTokenizerMixin",
     "Enwik8DataModule",
     "LRAImageDataModule",
     "LRAPathfinderDataModule",
@@ -73,11 +85,15 @@ __all__ = [
     "LongDocDataModule",
     "PaddingCollator",
     "PairedSequenceDataset",
+    "PixelDataModule",
     "RandomWindowBatchSampler",
+    "SourceDataModule",
     "StdlibPackagesDataModule",
     "TextClassificationDataModule",
     "TokenSequenceDataset",
+    "byte_values_dataset",
     "carve_validation",
+    "carve_validation_records",
     "encode_listops",
     "evaluate_source",
     "generate_listops_splits",
@@ -94,6 +110,7 @@ __all__ = [
     "read_pathfinder_metadata",
     "rgb_to_grayscale",
     "sample_listops",
+    "select_records",
     "stdlib_corpus",
     "to_string",
     "to_value",

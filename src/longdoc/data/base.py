@@ -5,9 +5,13 @@ with :class:`~longdoc.data.samplers.LengthBucketBatchSampler`, padding a list of
 batch dict, resuming mid-epoch from a Lightning checkpoint, building the DataLoaders, the
 majority-class baseline and the per-split length / label logging). A concrete module (one per
 dataset: ``listops.py``, ``lra_text.py``, ...) only loads its splits
-(:meth:`LongDocDataModule._build_datasets`) and states its vocabulary and classes. This module also
-defines the constants shared by all datasets (:data:`PAD_ID`, :data:`CLS_ID`, :data:`SPLITS`, ...) and
-the atomic file write (:func:`atomic_write`) used by every on-disk cache.
+(:meth:`LongDocDataModule._build_datasets`) and states its vocabulary and classes. The collator follows the task
+(:data:`TASK_DOCUMENTS`). A data set read once from its source (a download or local files) builds on
+:class:`SourceDataModule`, an image data set on :class:`PixelDataModule`; records (documents and labels) are split
+with :func:`carve_validation_records` / :func:`select_records`, and byte / pixel values become token ids with
+:func:`byte_values_dataset` (documents: :mod:`longdoc.data.tokenization`). This module also defines the constants
+shared by all datasets (:data:`PAD_ID`, :data:`CLS_ID`, :data:`SPLITS`, ...) and the atomic file write
+(:func:`atomic_write`) used by every on-disk cache.
 
 Batch contract (dicts of tensors, ``N`` = longest sample in the batch, padding on the right):
 
@@ -58,6 +62,8 @@ __all__ = [
     "BYTE_VOCAB_SIZE",
     "IGNORE_INDEX",
     "SPLITS",
+    "TASK_DOCUMENTS",
+    "Records",
     "DataNotFoundError",
     "TokenSequenceDataset",
     "PairedSequenceDataset",
@@ -65,7 +71,12 @@ __all__ = [
     "PaddingCollator",
     "RepeatMarkingDataset",
     "LongDocDataModule",
+    "SourceDataModule",
+    "PixelDataModule",
     "carve_validation",
+    "carve_validation_records",
+    "select_records",
+    "byte_values_dataset",
     "load_hf_dataset",
     "read_table",
     "table_row_lines",
@@ -87,6 +98,11 @@ BYTE_VOCAB_SIZE: int = 256 + VALUE_OFFSET
 IGNORE_INDEX: int = -100
 #: The split names every data module provides, in order.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+#: The documents of each task's batches, as the suffixes of their keys (``input_ids``, ``input_ids_2``, ...):
+#: one collator per task (:meth:`LongDocDataModule._collator`).
+TASK_DOCUMENTS: dict[str, tuple[str, ...]] = {"classification": ("",), "retrieval": ("", "_2"), "lm": ("",)}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -373,6 +389,45 @@ def carve_validation(num_samples: int, fraction: float, seed: int) -> tuple[np.n
     perm = np.random.default_rng(seed).permutation(num_samples)
     n_val = int(round(fraction * num_samples))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+#: Records of a data set's split: ``(documents, labels)``, one label per document.
+Records = tuple[list[Any], list[Any]]
+
+
+def select_records(records: tuple[Sequence[Any], Sequence[Any]], indices: Sequence[int] | np.ndarray) -> Records:
+    """The records at ``indices``, in that order: ``([documents[i] ...], [labels[i] ...])``."""
+    documents, labels = records
+    return [documents[i] for i in indices], [labels[i] for i in indices]
+
+
+def carve_validation_records(records: tuple[Sequence[Any], Sequence[Any]], fraction: float,
+                             seed: int) -> tuple[Records, Records]:
+    """``(train, validation)`` records: :func:`carve_validation` applied to ``records`` (each part in file order).
+
+    Raises:
+        ValueError: ``fraction`` outside ``[0, 1)``.
+    """
+    train, val = carve_validation(len(records[0]), fraction, seed)
+    return select_records(records, train), select_records(records, val)
+
+
+def byte_values_dataset(values: Sequence[Any] | np.ndarray, labels: Sequence[int] | np.ndarray, *, add_cls: bool,
+                        dtype: Any = None, row_index: Sequence[int] | np.ndarray | None = None) -> TokenSequenceDataset:
+    """Byte or pixel values (0..255) as a :class:`TokenSequenceDataset` of ids ``value + VALUE_OFFSET``, after
+    ``<cls>`` when ``add_cls``: the tokenisation of every byte / pixel task.
+
+    Args:
+        values: ``bytes`` per sample, 1-D arrays, or one 2-D (num_samples, L) array (e.g. memory-mapped images).
+        labels: one integer label per sample.
+        add_cls: prepend :data:`CLS_ID`.
+        dtype, row_index: see :class:`TokenSequenceDataset`.
+
+    Raises:
+        ValueError: see :class:`TokenSequenceDataset`.
+    """
+    return TokenSequenceDataset(values, labels, offset=VALUE_OFFSET, prefix=(CLS_ID,) if add_cls else (), dtype=dtype,
+                                row_index=row_index)
 
 
 def load_hf_dataset(name: str, config: str | None = None, *, key: str, hint: str, **kwargs: Any) -> Any:
@@ -821,8 +876,8 @@ class LongDocDataModule(pl.LightningDataModule):
 
     # ----------------------------------------------------------------------------- loaders
     def _collator(self) -> PaddingCollator:
-        """The collate function (one document, CLS iff ``add_cls``)."""
-        return PaddingCollator(self.pad_id, self.add_cls)
+        """The task's collate function: the documents of :data:`TASK_DOCUMENTS` ``[task]``, CLS iff ``add_cls``."""
+        return PaddingCollator(self.pad_id, self.add_cls, suffixes=TASK_DOCUMENTS[self.task])
 
     def _make_sampler(self, split: str) -> Sampler:
         """Batch sampler of ``split``: shuffled length buckets for train, sorted batches otherwise."""
@@ -888,3 +943,52 @@ class LongDocDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """Test loader: deterministic batches (length-sorted when bucketing)."""
         return self._dataloader("test")
+
+
+class SourceDataModule(LongDocDataModule):
+    """A :class:`LongDocDataModule` whose data set is a source of records read once: :meth:`_read_source` (a
+    download or the local files) runs on the first :meth:`_load`, whose result is kept until the subclass's
+    :meth:`~LongDocDataModule._build_datasets` has turned it into token ids (it then sets ``self._raw = None``).
+    ``prepare_data`` reads the source (so a missing file fails there, before any training)."""
+
+    _raw: Any = None
+
+    def _read_source(self) -> Any:
+        """Read the data set (the splits' records); called once, by :meth:`_load`."""
+        raise NotImplementedError
+
+    def _load(self) -> Any:
+        """The source's records (:meth:`_read_source` on first use, then kept)."""
+        if self._raw is None:
+            self._raw = self._read_source()
+        return self._raw
+
+    def prepare_data(self) -> None:
+        """Download (Hugging Face hub) or check and read the local files.
+
+        Raises:
+            DataNotFoundError: missing data (the message names the config key to set).
+        """
+        self._load()
+
+
+class PixelDataModule(LongDocDataModule):
+    """A :class:`LongDocDataModule` of images as pixel sequences (LRA image, pathfinder): every sample has
+    :attr:`num_pixels` grayscale values, tokenised by :func:`byte_values_dataset` (258 ids)."""
+
+    #: Pixels per image (the subclass sets it, or overrides the property).
+    num_pixels: int = 0
+
+    @property
+    def vocab_size(self) -> int:
+        """258: ``<pad>``, ``<cls>`` and 256 pixel values."""
+        return BYTE_VOCAB_SIZE
+
+    def _max_seq_len_bound(self) -> int:
+        """Every sample: ``num_pixels`` + 1 for ``<cls>`` (with ``add_cls``)."""
+        return self.num_pixels + int(self.add_cls)
+
+    def pixel_dataset(self, pixels: np.ndarray, labels: Sequence[int] | np.ndarray,
+                      row_index: Sequence[int] | np.ndarray | None = None) -> TokenSequenceDataset:
+        """Images ``pixels`` (num_images, num_pixels) uint8 (rows ``row_index`` of it, if given) as token ids."""
+        return byte_values_dataset(pixels, labels, add_cls=self.add_cls, row_index=row_index)

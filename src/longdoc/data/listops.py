@@ -939,15 +939,9 @@ class ListOpsDataModule(LongDocDataModule):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
         self.save_hyperparameters(logger=False)
-        self.path = path
-        self.cache_dir = cache_dir
-        self.num_train = num_train
-        self.num_val = num_val
-        self.num_test = num_test
-        self.min_length = min_length
-        self.max_length = max_length
-        self.max_depth = max_depth
-        self.max_args = max_args
+        self.path, self.cache_dir = path, cache_dir
+        self.num_train, self.num_val, self.num_test = num_train, num_val, num_test
+        self.min_length, self.max_length, self.max_depth, self.max_args = min_length, max_length, max_depth, max_args
 
     # ----------------------------------------------------------------------------- properties
     @property
@@ -966,16 +960,9 @@ class ListOpsDataModule(LongDocDataModule):
 
     # ----------------------------------------------------------------------------- data
     def _generation_kwargs(self) -> dict[str, Any]:
-        return dict(
-            num_train=self.num_train,
-            num_val=self.num_val,
-            num_test=self.num_test,
-            min_length=self.min_length,
-            max_length=self.max_length,
-            max_depth=self.max_depth,
-            max_args=self.max_args,
-            seed=self.seed,
-        )
+        """The generation settings (:func:`load_or_generate_listops`'s keyword arguments)."""
+        keys = ("num_train", "num_val", "num_test", "min_length", "max_length", "max_depth", "max_args", "seed")
+        return {k: getattr(self, k) for k in keys}
 
     def _load_rows(self) -> dict[str, list[Row]]:
         if self.path is not None:

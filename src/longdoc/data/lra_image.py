@@ -39,15 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import (
-    BYTE_VOCAB_SIZE,
-    CLS_ID,
-    VALUE_OFFSET,
-    DataNotFoundError,
-    LongDocDataModule,
-    TokenSequenceDataset,
-    load_hf_dataset,
-)
+from .base import DataNotFoundError, PixelDataModule, SourceDataModule, TokenSequenceDataset, load_hf_dataset
 
 logger = logging.getLogger("longdoc.data")
 
@@ -150,7 +142,7 @@ def load_cifar10(path: str | os.PathLike | None, hf_name: str = "cifar10", cache
     return {"train": _hf_images(ds["train"]), "test": _hf_images(ds["test"])}
 
 
-class LRAImageDataModule(LongDocDataModule):
+class LRAImageDataModule(PixelDataModule, SourceDataModule):
     """LightningDataModule for LRA Image: grayscale CIFAR-10 pixels, 1024 tokens, 10 classes (section 3.4).
 
     Batches: ``input_ids`` LongTensor (B, 1024 + add_cls) (``<cls>``, then pixel + 2, row-major),
@@ -171,8 +163,8 @@ class LRAImageDataModule(LongDocDataModule):
         DataNotFoundError: (``prepare_data`` / ``setup``) missing data; names ``data.path``.
     """
 
-    task = "classification"
     display_name = "LRA image (CIFAR-10)"
+    num_pixels = 32 * 32
 
     def __init__(
         self,
@@ -197,44 +189,24 @@ class LRAImageDataModule(LongDocDataModule):
         self.save_hyperparameters(logger=False)
         self.path, self.hf_name, self.cache_dir = path, hf_name, cache_dir
         self.grayscale, self.val_fraction = grayscale, val_fraction
-        self._raw: dict[str, Split] | None = None
-
-    @property
-    def vocab_size(self) -> int:
-        """258: ``<pad>``, ``<cls>`` and 256 pixel values."""
-        return BYTE_VOCAB_SIZE
 
     @property
     def num_classes(self) -> int:
         """10 CIFAR-10 classes."""
         return 10
 
-    def _max_seq_len_bound(self) -> int:
-        return 32 * 32 + int(self.add_cls)
-
-    def _load(self) -> dict[str, Split]:
-        if self._raw is None:
-            self._raw = load_cifar10(self.path, self.hf_name, self.cache_dir)
-        return self._raw
-
-    def prepare_data(self) -> None:
-        """Download (HF) or check the local batches.
-
-        Raises:
-            DataNotFoundError: missing data.
-        """
-        self._load()
+    def _read_source(self) -> dict[str, Split]:
+        return load_cifar10(self.path, self.hf_name, self.cache_dir)
 
     def _build_datasets(self) -> dict[str, TokenSequenceDataset]:
         raw = self._load()
         gray = {s: rgb_to_grayscale(x, self.grayscale).reshape(len(x), -1) for s, (x, _) in raw.items()}
         n = len(gray["train"])
         n_train = int(round((1.0 - self.val_fraction) * n))
-        prefix = (CLS_ID,) if self.add_cls else ()
         parts = {
             "train": (gray["train"][:n_train], raw["train"][1][:n_train]),
             "val": (gray["train"][n_train:], raw["train"][1][n_train:]),
             "test": (gray["test"], raw["test"][1]),
         }
         self._raw = None
-        return {s: TokenSequenceDataset(x, y, offset=VALUE_OFFSET, prefix=prefix) for s, (x, y) in parts.items()}
+        return {s: self.pixel_dataset(x, y) for s, (x, y) in parts.items()}

@@ -41,11 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from .base import (
-    BYTE_VOCAB_SIZE,
-    CLS_ID,
-    VALUE_OFFSET,
     DataNotFoundError,
-    LongDocDataModule,
+    PixelDataModule,
     TokenSequenceDataset,
     atomic_save_npy,
     atomic_write,
@@ -177,7 +174,7 @@ def pathfinder_splits(num_rows: int, seed: int) -> dict[str, np.ndarray]:
     return {"train": np.sort(perm[:a]), "val": np.sort(perm[a:b]), "test": np.sort(perm[b:])}
 
 
-class LRAPathfinderDataModule(LongDocDataModule):
+class LRAPathfinderDataModule(PixelDataModule):
     """LightningDataModule for LRA Pathfinder / Path-X (section 3.5; 2 classes).
 
     Batches: ``input_ids`` LongTensor (B, resolution**2 + add_cls) (``<cls>``, then pixel + 2,
@@ -199,7 +196,6 @@ class LRAPathfinderDataModule(LongDocDataModule):
         DataNotFoundError: (``prepare_data`` / ``setup``) missing ``path``, metadata or images.
     """
 
-    task = "classification"
     display_name = "LRA pathfinder"
 
     def __init__(
@@ -224,17 +220,14 @@ class LRAPathfinderDataModule(LongDocDataModule):
         self.display_name = f"LRA pathfinder{resolution} ({difficulty})"
 
     @property
-    def vocab_size(self) -> int:
-        """258: ``<pad>``, ``<cls>`` and 256 pixel values."""
-        return BYTE_VOCAB_SIZE
-
-    @property
     def num_classes(self) -> int:
         """2 (not connected, connected)."""
         return 2
 
-    def _max_seq_len_bound(self) -> int:
-        return self.resolution**2 + int(self.add_cls)
+    @property
+    def num_pixels(self) -> int:  # type: ignore[override]
+        """``resolution ** 2``."""
+        return self.resolution**2
 
     def _folder(self) -> Path:
         if self.path is None:
@@ -288,11 +281,10 @@ class LRAPathfinderDataModule(LongDocDataModule):
     def _build_datasets(self) -> dict[str, TokenSequenceDataset]:
         rows, pixels, present = self._load(write_cache=True)
         labels = np.array([r[2] for r in rows], dtype=np.int64)
-        prefix = (CLS_ID,) if self.add_cls else ()
         out = {}
         for split, idx in pathfinder_splits(len(rows), self.seed).items():
             keep = idx[present[idx]]
             if len(keep) < len(idx):
                 logger.info("%s %s: dropped %d empty images (as LRA)", self.display_name, split, len(idx) - len(keep))
-            out[split] = TokenSequenceDataset(pixels, labels[keep], offset=VALUE_OFFSET, prefix=prefix, row_index=keep)
+            out[split] = self.pixel_dataset(pixels, labels[keep], row_index=keep)
         return out

@@ -32,16 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import (
-    CLS_ID,
-    VALUE_OFFSET,
-    DataNotFoundError,
-    LongDocDataModule,
-    PaddingCollator,
-    PairedSequenceDataset,
-    TokenSequenceDataset,
-)
-from .pretrained_tokenizer import PretrainedTokenizerMixin
+from .base import DataNotFoundError, LongDocDataModule, PairedSequenceDataset
+from .tokenization import DocumentTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
 
@@ -142,7 +134,7 @@ def find_aan_files(path: str | os.PathLike | None, file_prefix: str = "new_aan_p
     raise DataNotFoundError(f"data.path={str(path)!r} does not hold {expected}; set data.path to the folder with {AAN_HINT}")
 
 
-class LRARetrievalDataModule(PretrainedTokenizerMixin, LongDocDataModule):
+class LRARetrievalDataModule(DocumentTokenizerMixin, LongDocDataModule):
     """LightningDataModule for LRA Retrieval (AAN document matching, section 3.3; 2 classes).
 
     Batches (two-tower): ``input_ids``, ``padding_mask``, ``global_attention_mask`` (B, N1) for
@@ -184,19 +176,14 @@ class LRARetrievalDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     ):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
-        self.tokenizer_file = tokenizer_file
-        if max_length <= 0:
-            raise ValueError(f"max_length must be a positive integer, got {max_length}; set data.max_length > 0")
+        self._init_tokenization(max_length, tokenizer_file)
         self.save_hyperparameters(logger=False)
-        self.path, self.file_prefix, self.max_length, self.unescape = path, file_prefix, max_length, unescape
+        self.path, self.file_prefix, self.unescape = path, file_prefix, unescape
 
     @property
     def num_classes(self) -> int:
         """2 (not related, related)."""
         return 2
-
-    def _max_seq_len_bound(self) -> int:
-        return self.token_bound(self.max_length)
 
     def prepare_data(self) -> None:
         """Check that the three files exist.
@@ -206,32 +193,14 @@ class LRARetrievalDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         """
         find_aan_files(self.path, self.file_prefix)
 
-    def _collator(self) -> PaddingCollator:
-        return PaddingCollator(self.pad_id, self.add_cls, suffixes=("", "_2"))
-
     def _build_datasets(self) -> dict[str, PairedSequenceDataset]:
         files = find_aan_files(self.path, self.file_prefix)
-        prefix = (CLS_ID,) if self.add_cls else ()
+        tokenizer = self.document_tokenizer()
         out = {}
         for split, f in files.items():
-            if self.pretrained_tokenizer is not None:
-                labels, t1, t2 = read_aan_tsv(f, None, self.unescape)
-                (ids1, cut1), (ids2, cut2) = (self.encode_texts(t, self.max_length) for t in (t1, t2))
-                logger.info("%s %s (%s): %d pairs, %d of %d documents truncated to max_length=%d tokens",
-                            self.display_name, split, f.name, len(labels), cut1 + cut2, 2 * len(labels),
-                            self.max_length)
-                out[split] = PairedSequenceDataset(TokenSequenceDataset(ids1, labels, dtype=np.int32),
-                                                   TokenSequenceDataset(ids2, labels, dtype=np.int32))
-                continue
-            # one extra byte kept to count the truncated documents
-            labels, t1, t2 = read_aan_tsv(f, self.max_length + 1, self.unescape)
-            cut = sum(len(t) > self.max_length for t in t1) + sum(len(t) > self.max_length for t in t2)
-            logger.info("%s %s (%s): %d pairs, %d of %d documents truncated to max_length=%d bytes",
-                        self.display_name, split, f.name, len(labels), cut, 2 * len(labels), self.max_length)
-            t1 = [t[: self.max_length] for t in t1]
-            t2 = [t[: self.max_length] for t in t2]
-            out[split] = PairedSequenceDataset(
-                TokenSequenceDataset(t1, labels, offset=VALUE_OFFSET, prefix=prefix),
-                TokenSequenceDataset(t2, labels, offset=VALUE_OFFSET, prefix=prefix),
-            )
+            labels, t1, t2 = read_aan_tsv(f, tokenizer.read_limit, self.unescape)
+            (first, cut1), (second, cut2) = (tokenizer.dataset(t, labels) for t in (t1, t2))
+            logger.info("%s %s (%s): %d pairs, %s", self.display_name, split, f.name, len(labels),
+                        tokenizer.truncation(cut1 + cut2, 2 * len(labels)))
+            out[split] = PairedSequenceDataset(first, second)
         return out

@@ -39,17 +39,15 @@ from typing import Any
 import numpy as np
 
 from .base import (
-    CLS_ID,
-    VALUE_OFFSET,
     DataNotFoundError,
-    LongDocDataModule,
+    SourceDataModule,
     TokenSequenceDataset,
-    carve_validation,
+    carve_validation_records,
     load_hf_dataset,
     read_table,
     table_row_lines,
 )
-from .pretrained_tokenizer import PretrainedTokenizerMixin
+from .tokenization import DocumentTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
 
@@ -189,7 +187,7 @@ def truncate_bytes(texts: list[bytes], max_length: int) -> tuple[list[bytes], in
     return [t[:max_length] for t in texts], cut
 
 
-class LRATextDataModule(PretrainedTokenizerMixin, LongDocDataModule):
+class LRATextDataModule(DocumentTokenizerMixin, SourceDataModule):
     """LightningDataModule for LRA Text: byte-level IMDB, 2 classes (Tay et al. 2021, section 3.2).
 
     Batches: ``input_ids`` LongTensor (B, N) (``<cls>`` then byte + 2), ``padding_mask`` (B, N)
@@ -214,7 +212,6 @@ class LRATextDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         DataNotFoundError: (``prepare_data`` / ``setup``) missing data; names ``data.path``.
     """
 
-    task = "classification"
     display_name = "LRA text (IMDB)"
 
     def __init__(
@@ -234,60 +231,33 @@ class LRATextDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     ):
         super().__init__(batch_size=batch_size, max_tokens_per_batch=max_tokens_per_batch, num_workers=num_workers,
                          bucket_by_length=bucket_by_length, add_cls=add_cls, seed=seed)
-        self.tokenizer_file = tokenizer_file
-        if max_length <= 0:
-            raise ValueError(f"max_length must be a positive integer, got {max_length}; set data.max_length > 0")
+        self._init_tokenization(max_length, tokenizer_file)
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}; set data.val_fraction")
         self.save_hyperparameters(logger=False)
         self.path, self.hf_name, self.cache_dir = path, hf_name, cache_dir
-        self.max_length, self.val_fraction = max_length, val_fraction
-        self._raw: dict[str, Split] | None = None
+        self.val_fraction = val_fraction
 
     @property
     def num_classes(self) -> int:
         """2 (negative, positive)."""
         return 2
 
-    def _max_seq_len_bound(self) -> int:
-        return self.token_bound(self.max_length)
-
-    def _load(self) -> dict[str, Split]:
-        if self._raw is None:
-            self._raw = load_imdb(self.path, self.hf_name, self.cache_dir)
-        return self._raw
-
-    def prepare_data(self) -> None:
-        """Download (HF) or check the local files.
-
-        Raises:
-            DataNotFoundError: missing data.
-        """
-        self._load()
+    def _read_source(self) -> dict[str, Split]:
+        return load_imdb(self.path, self.hf_name, self.cache_dir)
 
     def _build_datasets(self) -> dict[str, TokenSequenceDataset]:
         raw = self._load()
-        train_texts, train_labels = raw["train"]
         if self.val_fraction > 0:
-            tr, va = carve_validation(len(train_texts), self.val_fraction, self.seed)
-            splits = {
-                "train": ([train_texts[i] for i in tr], [train_labels[i] for i in tr]),
-                "val": ([train_texts[i] for i in va], [train_labels[i] for i in va]),
-                "test": raw["test"],
-            }
+            train, val = carve_validation_records(raw["train"], self.val_fraction, self.seed)
+            splits = {"train": train, "val": val, "test": raw["test"]}
         else:
             logger.info("%s: val_fraction=0, validating on the test set (as LRA)", self.display_name)
             splits = {"train": raw["train"], "val": raw["test"], "test": raw["test"]}
-        prefix = (CLS_ID,) if self.add_cls else ()
+        tokenizer = self.document_tokenizer()
         out = {}
         for split, (texts, labels) in splits.items():
-            if self.pretrained_tokenizer is not None:
-                ids, cut = self.encode_texts(texts, self.max_length)
-                out[split] = TokenSequenceDataset(ids, labels, dtype=np.int32)
-            else:
-                texts, cut = truncate_bytes(texts, self.max_length)
-                out[split] = TokenSequenceDataset(texts, labels, offset=VALUE_OFFSET, prefix=prefix)
-            logger.info("%s %s: %d of %d reviews truncated to max_length=%d %s", self.display_name, split, cut,
-                        len(texts), self.max_length, "bytes" if self.pretrained_tokenizer is None else "tokens")
+            out[split], cut = tokenizer.dataset(texts, labels)
+            logger.info("%s %s: %s", self.display_name, split, tokenizer.truncation(cut, len(texts), "reviews"))
         self._raw = None  # the datasets hold the (truncated) bytes now
         return out

@@ -123,16 +123,16 @@ class PretrainedTokenizer:
             specials.add(self.mask_id)
         self.special_ids: tuple[int, ...] = tuple(sorted(int(i) for i in specials))
 
-    def encode(self, texts: Sequence[str], max_length: int,
+    def encode(self, texts: Sequence[Any], max_length: int,
                add_special_tokens: bool = True) -> tuple[list[np.ndarray], int]:
-        """Token ids of each text, cut to ``max_length`` text tokens, with the template's special tokens when
-        ``add_special_tokens``.
+        """Token ids of each text (``str``, or ``bytes`` decoded as UTF-8 with replacement), cut to ``max_length``
+        text tokens, with the template's special tokens when ``add_special_tokens``.
 
         Returns:
             ``(ids, cut)``: one (L_i,) int32 array per text (``L_i <= max_length + num_special_tokens``) and how many
             texts were cut.
         """
-        plain = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        plain = self.tokenizer.encode_batch([_as_text(t) for t in texts], add_special_tokens=False)
         out, cut = [], 0
         for e in plain:
             if len(e.ids) > max_length:
@@ -223,4 +223,4 @@ class PretrainedTokenizerMixin:
         tok = self.pretrained_tokenizer
         if tok is None:
             raise RuntimeError("encode_texts needs data.tokenizer_file")
-        return tok.encode([_as_text(t) for t in texts], max_length, bool(getattr(self, "add_cls", True)))
+        return tok.encode(texts, max_length, bool(getattr(self, "add_cls", True)))

@@ -67,8 +67,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import CLS_ID, SPLITS, VALUE_OFFSET, DataNotFoundError, LongDocDataModule, TokenSequenceDataset
-from .pretrained_tokenizer import PretrainedTokenizerMixin
+from .base import SPLITS, DataNotFoundError, LongDocDataModule, TokenSequenceDataset
+from .tokenization import DocumentTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
 
@@ -211,7 +211,7 @@ def _check_int(name: str, value: object, lo: int, rule: str) -> None:
         raise ValueError(f"data.{name} must be {rule}, got {value!r}; set data.{name}")
 
 
-class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
+class StdlibPackagesDataModule(DocumentTokenizerMixin, LongDocDataModule):
     """LightningDataModule: classify a Python source file (bytes) by its top-level package.
 
     Batches: ``input_ids`` LongTensor (B, N) (``<cls>`` then byte + 2), ``padding_mask`` (B, N) bool,
@@ -247,7 +247,6 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         OSError: (``setup``) a selected file cannot be read.
     """
 
-    task = "classification"
     display_name = "stdlib packages"
 
     def __init__(
@@ -291,8 +290,7 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         self.exclude_dirs = tuple(dict.fromkeys([*exclude_dirs, *extra_exclude_dirs]))  # both lists, in order
         self.min_files_per_class, self.max_files_per_class = min_files_per_class, max_files_per_class
         self.val_fraction, self.test_fraction = float(val_fraction), float(test_fraction)
-        self.max_length = max_length
-        self.tokenizer_file = tokenizer_file
+        self._init_tokenization(max_length, tokenizer_file)
         self._labels: list[str] | None = None
         self._split_files: dict[str, list[PackageFile]] | None = None
 
@@ -318,9 +316,6 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         """``{"train", "val", "test"} -> relative paths`` of each split's files (sorted)."""
         self._index()
         return {s: [f.relpath for f in fs] for s, fs in self._split_files.items()}  # type: ignore[union-attr]
-
-    def _max_seq_len_bound(self) -> int:
-        return self.token_bound(self.max_length)
 
     # ----------------------------------------------------------------------------- loading
     def _index(self) -> None:
@@ -357,27 +352,19 @@ class StdlibPackagesDataModule(PretrainedTokenizerMixin, LongDocDataModule):
     def _build_datasets(self) -> dict[str, TokenSequenceDataset]:
         self._index()
         mapping = {lab: i for i, lab in enumerate(self._labels)}  # type: ignore[arg-type]
-        prefix = (CLS_ID,) if self.add_cls else ()
+        tokenizer = self.document_tokenizer()
         out = {}
         for split in SPLITS:
             files = self._split_files[split]  # type: ignore[index]
             docs, labels = [], []
             for f in files:
                 with open(f.path, "rb") as fh:
-                    docs.append(fh.read() if self.tokenizer_file is not None else fh.read(self.max_length + 1))
+                    docs.append(fh.read(tokenizer.read_limit))
                 labels.append(mapping[f.label])
-            if self.pretrained_tokenizer is not None:
-                seqs, cut = self.encode_texts(docs, self.max_length)
-                dataset = TokenSequenceDataset(seqs, labels, dtype=np.int32)
-            else:
-                cut = sum(len(d) > self.max_length for d in docs)
-                dataset = TokenSequenceDataset([d[: self.max_length] for d in docs], labels, offset=VALUE_OFFSET,
-                                               prefix=prefix, dtype=np.uint8)
+            dataset, cut = tokenizer.dataset(docs, labels)
             sizes = np.array([f.size for f in files], dtype=np.int64)
-            logger.info("%s %s: %d of %d files truncated to max_length=%d %s (file size median %d, max %d bytes)",
-                        self.display_name, split, cut, len(docs), self.max_length,
-                        "bytes" if self.pretrained_tokenizer is None else "tokens", int(np.median(sizes)),
-                        int(sizes.max()))
+            logger.info("%s %s: %s (file size median %d, max %d bytes)", self.display_name, split,
+                        tokenizer.truncation(cut, len(docs), "files"), int(np.median(sizes)), int(sizes.max()))
             per_class = Counter(labels)
             logger.info("%s %s files per class: %s", self.display_name, split,
                         ", ".join(f"{lab} ({mapping[lab]}): {per_class.get(mapping[lab], 0)}" for lab in self._labels))

@@ -56,17 +56,16 @@ from .base import (
     BYTE_VOCAB_SIZE,
     CLS_ID,
     PAD_ID,
-    VALUE_OFFSET,
     DataNotFoundError,
-    LongDocDataModule,
+    SourceDataModule,
     TokenSequenceDataset,
     atomic_write,
-    carve_validation,
+    carve_validation_records,
     load_hf_dataset,
     read_table,
     table_row_lines,
 )
-from .pretrained_tokenizer import PretrainedTokenizerMixin
+from .tokenization import DocumentTokenizerMixin
 
 logger = logging.getLogger("longdoc.data")
 
@@ -204,7 +203,7 @@ def _rows_in_words(rows: Sequence[int], lines: Sequence[int] | None, limit: int 
     return f"{'line' if len(numbers) == 1 else 'lines'} {shown}"
 
 
-class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
+class TextClassificationDataModule(DocumentTokenizerMixin, SourceDataModule):
     """LightningDataModule for long-document classification from the HF hub or local files.
 
     Batches: ``input_ids`` LongTensor (B, N) (``<cls>`` then byte + 2, or BPE ids), ``padding_mask``
@@ -242,7 +241,6 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             the file and the config key to set.
     """
 
-    task = "classification"
     display_name = "text classification"
 
     def __init__(
@@ -286,8 +284,6 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             raise ValueError("set either data.hf_name or data.train_file, not both")
         if tokenizer not in ("bytes", "bpe"):
             raise ValueError(f"tokenizer must be 'bytes' or 'bpe', got {tokenizer!r}; set data.tokenizer")
-        if max_length <= 0:
-            raise ValueError(f"max_length must be a positive integer, got {max_length}; set data.max_length > 0")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}; set data.val_fraction")
         if not isinstance(drop_empty, bool):
@@ -304,11 +300,10 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         self.label_names = None if label_names is None else list(label_names)
         self.num_labels = num_labels
         self.tokenizer = tokenizer
-        self.tokenizer_file = tokenizer_file
+        self._init_tokenization(max_length, tokenizer_file)
         self.bpe_vocab_size, self.bpe_min_frequency = bpe_vocab_size, bpe_min_frequency
-        self.max_length, self.val_fraction, self.cache_dir = max_length, val_fraction, cache_dir
+        self.val_fraction, self.cache_dir = val_fraction, cache_dir
         self.drop_empty = drop_empty
-        self._raw: dict[str, RawSplit] | None = None
         self._label_map: dict[Any, int] | None = None
         self._tokenizer_obj: Any = None
 
@@ -338,9 +333,6 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             return self.num_labels
         n = len(self.label_to_id)
         return max(n, self.num_labels or 0)
-
-    def _max_seq_len_bound(self) -> int:
-        return self.token_bound(self.max_length)
 
     # ----------------------------------------------------------------------------- loading
     def _check_columns(self, columns: Sequence[str], where: str) -> None:
@@ -446,19 +438,15 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         self._check_train_classes(out["train"][1], f"{self.hf_name}[{self.hf_train_split}]", "data.hf_train_split")
         return out
 
-    def _load(self) -> dict[str, RawSplit]:
+    def _read_source(self) -> dict[str, RawSplit]:
         """All three splits as (texts, raw labels), validation carved from train if absent."""
-        if self._raw is None:
-            raw = self._load_files() if self.hf_name is None else self._load_hf()
-            if raw["val"] is None:
-                texts, labels = raw["train"]
-                tr, va = carve_validation(len(texts), self.val_fraction, self.seed)
-                raw["train"] = ([texts[i] for i in tr], [labels[i] for i in tr])
-                raw["val"] = ([texts[i] for i in va], [labels[i] for i in va])
-                logger.info("%s: validation = %d of %d training samples (val_fraction=%g, seed=%d)",
-                            self.display_name, len(va), len(texts), self.val_fraction, self.seed)
-            self._raw = raw  # type: ignore[assignment]
-        return self._raw  # type: ignore[return-value]
+        raw = self._load_files() if self.hf_name is None else self._load_hf()
+        if raw["val"] is None:
+            n = len(raw["train"][0])
+            raw["train"], raw["val"] = carve_validation_records(raw["train"], self.val_fraction, self.seed)
+            logger.info("%s: validation = %d of %d training samples (val_fraction=%g, seed=%d)",
+                        self.display_name, len(raw["val"][0]), n, self.val_fraction, self.seed)
+        return raw  # type: ignore[return-value]
 
     def _bpe_dir(self) -> Path | None:
         if self.cache_dir is not None:
@@ -479,29 +467,16 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
         Raises:
             DataNotFoundError: missing files or unreachable hub.
         """
-        self._load()
+        super().prepare_data()
         if self.tokenizer == "bpe":
             self._get_tokenizer()
-
-    def _encode(self, texts: list[str]) -> tuple[list[Any], int]:
-        if self.pretrained_tokenizer is not None:
-            return self.encode_texts(texts, self.max_length)
-        if self.tokenizer == "bytes":
-            seqs = [t.encode("utf-8") for t in texts]
-        else:
-            seqs = [np.asarray(e.ids, dtype=np.int32) for e in self._get_tokenizer().encode_batch(texts)]
-        cut = sum(len(s) > self.max_length for s in seqs)
-        return [s[: self.max_length] for s in seqs], cut
 
     def _build_datasets(self) -> dict[str, TokenSequenceDataset]:
         raw = self._load()
         mapping = self.label_to_id
         if self.num_labels is not None and len(mapping) > self.num_labels:
             raise ValueError(f"found {len(mapping)} labels but data.num_labels={self.num_labels}; raise data.num_labels")
-        pretrained = self.pretrained_tokenizer is not None  # its ids carry their own special tokens
-        prefix = (CLS_ID,) if self.add_cls and not pretrained else ()
-        offset = VALUE_OFFSET if self.tokenizer == "bytes" and not pretrained else 0
-        unit = "tokens" if pretrained else "bytes" if self.tokenizer == "bytes" else "BPE tokens"
+        tokenizer = None
         out = {}
         for split in ("train", "val", "test"):
             texts, labels = raw[split]
@@ -509,11 +484,10 @@ class TextClassificationDataModule(PretrainedTokenizerMixin, LongDocDataModule):
             if unknown:
                 raise ValueError(f"{split} labels {unknown[:5]} are not among the labels {list(mapping)}; "
                                  "set data.label_names to list every label")
-            seqs, cut = self._encode(texts)
-            logger.info("%s %s: %d of %d documents truncated to max_length=%d %s", self.display_name, split, cut,
-                        len(seqs), self.max_length, unit)
-            out[split] = TokenSequenceDataset(seqs, [mapping[y] for y in labels], offset=offset, prefix=prefix,
-                                              dtype=np.uint8 if unit == "bytes" else np.int32)
+            if tokenizer is None:  # a BPE tokenizer is trained here (or read from its cache) on first use
+                tokenizer = self.document_tokenizer(self._get_tokenizer() if self.tokenizer == "bpe" else None)
+            out[split], cut = tokenizer.dataset(texts, [mapping[y] for y in labels])
+            logger.info("%s %s: %s", self.display_name, split, tokenizer.truncation(cut, len(texts)))
         logger.info("%s labels: %s", self.display_name, ", ".join(f"{k!r} -> {v}" for k, v in mapping.items()))
         self._raw = None
         return out
