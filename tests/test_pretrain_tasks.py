@@ -42,7 +42,8 @@ def test_task_defaults_to_the_data_modules_and_metrics_follow_the_task(compose_c
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["task=foo"], r"task='foo' is unknown: choose one of \['classification', 'retrieval', 'lm', 'mlm'\]"),
+    (["task=foo"], r"task='foo' is unknown: choose one of \['classification', 'retrieval', 'lm', 'mlm', 'multilabel', "
+     r"'token_classification', 'qa'\]"),
     (["task=retrieval"], r"task=retrieval needs retrieval data, but this data module's task is classification"),
     (["task=mlm", "mlm.mask_rate=1.5"], r"mlm.mask_rate must be in \(0, 1\)"),
     (["task=mlm", "mlm.span_sampling=poisson"], r"mlm.span_sampling='poisson' is unknown"),

@@ -77,8 +77,9 @@ def test_resolvers_against_hand_computed_values(monkeypatch):
     assert short_dirname(text) == "k" * SHORT_DIRNAME_CHARS + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
     assert (metric_mode("val/acc"), metric_mode("val/bpb"), metric_mode("val/loss")) == ("max", "min", "min")
     assert metric_direction("val/acc") == "maximize" and metric_direction("val/bpb") == "minimize"
-    with pytest.raises(ValueError, match="optimized_metric='val/f1': its direction is unknown"):
-        metric_mode("val/f1")
+    assert (metric_mode("val/f1"), metric_mode("val/f1_micro"), metric_mode("val/exact_match")) == ("max",) * 3
+    with pytest.raises(ValueError, match="optimized_metric='val/auroc': its direction is unknown"):
+        metric_mode("val/auroc")
     for var in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "TORCHELASTIC_RUN_ID"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("SLURM_JOB_ID", "991")

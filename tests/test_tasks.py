@@ -147,7 +147,7 @@ def test_classifiers_keep_bidirectional_attention_and_accuracy_monitor(compose_c
 
 @pytest.mark.parametrize("overrides,message", [
     (["callbacks.model_checkpoint.monitor=val/loss"], r"mode=max selects the highest val/loss.*set callbacks.model_checkpoint.mode=min"),
-    (["callbacks.model_checkpoint.monitor=val/f1"], r"monitor=val/f1 is not logged for task classification; use one of \['val/acc', 'val/loss'\]"),
+    (["callbacks.model_checkpoint.monitor=val/token_acc"], r"monitor=val/token_acc is not logged for task classification; use one of \['val/acc', 'val/loss'\]"),
     (["data=enwik8", "data.seq_len=32", "callbacks.model_checkpoint.monitor=val/acc", "callbacks.model_checkpoint.mode=min"],
      r"monitor=val/acc is not logged for task lm"),
     (["data=enwik8", "data.seq_len=32", "optimized_metric=val/acc"], r"optimized_metric=val/acc is not a validation metric of task lm"),
@@ -161,8 +161,9 @@ def test_checkpoint_monitor_errors(compose_cfg, overrides, message):
 
 def test_unknown_task_and_decay_are_errors():
     model = dict(d_model=16, n_heads=2, depth=1, d_ff=16, attention={"name": "full"}, position={"name": "none"})
-    with pytest.raises(ValueError, match=r"task='qa' is unknown: choose one of \['classification', 'retrieval', 'lm'\]"):
-        LongDocModule(model=model, num_classes=2, vocab_size=10, max_seq_len=8, task="qa")
+    with pytest.raises(ValueError, match=r"task='ner' is unknown: choose one of \['classification', 'retrieval', 'lm', "
+                                         r"'multilabel', 'token_classification', 'qa'\]"):
+        LongDocModule(model=model, num_classes=2, vocab_size=10, max_seq_len=8, task="ner")
     with pytest.raises(ValueError, match=r"scheduler.decay='linear' is unknown: choose one of \['cosine', 'rsqrt', 'constant'\]"):
         LongDocModule(model=model, num_classes=2, vocab_size=10, max_seq_len=8, scheduler={"decay": "linear"})
     # checkpoints written before the task argument existed rebuild a classifier

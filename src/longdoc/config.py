@@ -44,22 +44,32 @@ log = logging.getLogger("longdoc")
 #: Checkpoint selection per task when ``callbacks.model_checkpoint`` monitors another task's default:
 #: accuracy for the classifiers (as LRA), bits per byte for language modelling, bits per masked token for masked
 #: language modelling (the cross-entropy, a proper scoring rule; masked-token accuracy is logged too but moves in
-#: coarse steps and ignores how confident the wrong predictions are).
+#: coarse steps and ignores how confident the wrong predictions are); micro F1 for multi-label classification,
+#: seqeval's entity F1 for token classification and SQuAD's F1 for extractive QA (what Longformer section 6.1 and HF
+#: run_ner.py / run_qa.py report).
 TASK_MONITOR: dict[str, tuple[str, str]] = {
     "classification": ("val/acc", "max"),
     "retrieval": ("val/acc", "max"),
     "lm": ("val/bpb", "min"),
     "mlm": ("val/bpt", "min"),
+    "multilabel": ("val/f1_micro", "max"),
+    "token_classification": ("val/f1", "max"),
+    "qa": ("val/f1", "max"),
 }
 #: Whether higher (``max``) or lower (``min``) is better, by the last part of a metric's name.
 METRIC_MODES: dict[str, str] = {"acc": "max", "loss": "min", "bpb": "min", "mlm_acc": "max", "mlm_loss": "min",
-                                "bpt": "min"}
+                                "bpt": "min", "f1_micro": "max", "f1_macro": "max", "f1": "max", "precision": "max",
+                                "recall": "max", "token_acc": "max", "exact_match": "max"}
 #: Validation metrics each task logs (see ``LongDocModule``) and whether higher is better.
 TASK_VAL_METRICS: dict[str, dict[str, str]] = {
     "classification": {"val/acc": "max", "val/loss": "min"},
     "retrieval": {"val/acc": "max", "val/loss": "min"},
     "lm": {"val/bpb": "min", "val/loss": "min"},
     "mlm": {"val/bpt": "min", "val/mlm_loss": "min", "val/mlm_acc": "max"},
+    "multilabel": {"val/f1_micro": "max", "val/f1_macro": "max", "val/loss": "min"},
+    "token_classification": {"val/f1": "max", "val/precision": "max", "val/recall": "max", "val/token_acc": "max",
+                             "val/loss": "min"},
+    "qa": {"val/f1": "max", "val/exact_match": "max", "val/loss": "min"},
 }
 
 
@@ -259,6 +269,7 @@ class ModelSchema:
     dropout: float = 0.1
     pooling: str = "cls"
     interaction: str = "nli"
+    threshold: float = 0.5
     tie_word_embeddings: bool = True
     chunk_size_feed_forward: int = 0
     reversible: bool = False
@@ -714,8 +725,8 @@ def check_task_choice(task: Any, data_task: str) -> str:
     """``task`` (the root key; None = ``data_task``) made the task to train.
 
     Raises:
-        ConfigError: ``task`` not one of :data:`longdoc.models.TASKS`; classification / retrieval on another task's
-            data (only lm and mlm read any data module's batches).
+        ConfigError: ``task`` not one of :data:`longdoc.models.TASKS`; a data module's task (classification,
+            retrieval, multilabel, token_classification, qa) on another task's data (only lm and mlm read any data module's batches).
     """
     if task is None:
         return data_task
@@ -954,7 +965,8 @@ def _mutable_on_resume(key: str) -> bool:
 def check_resume_config(old: dict, new: dict, source: str, run_dir: str) -> list[tuple[str, Any, Any]]:
     """Compare the config a run was trained with (``old``: the checkpoint's ``hyper_parameters.config`` or the run
     directory's ``config.yaml``) with the one composed now (``new``), before anything in the run directory changes.
-    Keys of :data:`RESUME_MUTABLE_KEYS` may differ (logged); any other difference is refused.
+    Keys of :data:`RESUME_MUTABLE_KEYS` may differ (logged), and so may keys only one side has (a setting another
+    longdoc version added or removed; logged); any other difference is refused.
 
     Returns:
         the differences that are allowed (logged, one line each).
@@ -964,7 +976,9 @@ def check_resume_config(old: dict, new: dict, source: str, run_dir: str) -> list
             or a new run directory).
     """
     diffs = config_differences(old, new)
-    refused = [d for d in diffs if not _mutable_on_resume(d[0])]
+    # a key only one side has comes from another longdoc version (a setting added or removed since the run started):
+    # logged, not refused; a value that changed is refused unless the key may change on a resume
+    refused = [d for d in diffs if not _mutable_on_resume(d[0]) and _ABSENT not in (d[1], d[2])]
     if refused:
         # model.attention / model.attention_options / model.position copy the top-level groups: show those once
         top = {(k, o, n) for k, o, n in refused if not k.startswith("model.")}

@@ -126,8 +126,9 @@ def val_metric(data_target: str, task: str | None = None) -> str:
 
 
 def metric_mode(metric: str) -> str:
-    """``max`` when higher is better for ``metric`` (``*/acc``, ``*/mlm_acc``), ``min`` for ``*/loss``, ``*/bpb``,
-    ``*/mlm_loss`` and ``*/bpt``.
+    """``max`` when higher is better for ``metric`` (``*/acc``, ``*/mlm_acc``, ``*/f1_micro``, ``*/f1_macro``,
+    ``*/f1``, ``*/precision``, ``*/recall``, ``*/token_acc``, ``*/exact_match``), ``min`` for ``*/loss``,
+    ``*/bpb``, ``*/mlm_loss`` and ``*/bpt`` (``longdoc.config.METRIC_MODES``).
 
     Raises:
         ValueError: a metric of another kind (naming ``optimized_metric``).

@@ -316,6 +316,8 @@ def build_module(cfg: DictConfig, datamodule: Any) -> LongDocModule:
             mlm=OmegaConf.to_container(cfg.mlm, resolve=True) if cfg.get("mlm") is not None else None,
             special_ids=getattr(datamodule, "special_ids", None),
             mask_token_id=getattr(datamodule, "mask_token_id", None),
+            label_names=getattr(datamodule, "label_names", None),
+            qa=OmegaConf.to_container(cfg.qa, resolve=True) if cfg.get("qa") is not None else None,
         )
     except ValueError as err:
         raise ConfigError(str(err)) from err
@@ -620,7 +622,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ``cfg.ckpt_path`` (default ``auto``) resumes the newest readable checkpoint of the run directory.
     ``metrics.json`` holds the logged metrics (``test/acc`` for the classifiers, ``test/bpb`` for language
     modelling, ...), ``<optimized_metric>_best`` (the value a sweeper sees: see :func:`best_validation_value`),
-    ``wall_time_s`` and the data's baseline: ``majority_acc`` (classification, retrieval) or ``unigram_bpb`` (lm).
+    ``wall_time_s`` and the data's baseline: ``majority_acc`` (classification, retrieval), ``unigram_bpb`` (lm) or,
+    for multilabel / token_classification / qa, ``baseline_<name>`` for each entry of the data module's
+    ``baseline_scores`` dict (e.g. ``baseline_f1_micro`` of the most frequent label set, ``baseline_f1`` of the most
+    frequent tag).
 
     Raises:
         longdoc.config.ConfigError: an invalid configuration or an unreadable ``ckpt_path``, before any data work or
@@ -666,6 +671,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     elif task == "lm":
         metrics["unigram_bpb"] = float(getattr(dm, "unigram_bits_per_byte", float("nan")))
         keys = ("test/bpb", "unigram_bpb", "val/bpb")
+    elif task in ("multilabel", "token_classification", "qa"):  # baselines: the data module's baseline_scores
+        for name, value in dict(getattr(dm, "baseline_scores", None) or {}).items():
+            metrics[f"baseline_{name}"] = float(value)
+        keys = {"multilabel": ("test/f1_micro", "test/f1_macro", "baseline_f1_micro", "val/f1_micro"),
+                "token_classification": ("test/f1", "test/token_acc", "baseline_f1", "val/f1"),
+                "qa": ("test/exact_match", "test/f1", "val/f1")}[task]
     else:
         metrics["majority_acc"] = float(getattr(dm, "majority_class_accuracy", float("nan")))
         keys = ("test/acc", "majority_acc", "val/acc")

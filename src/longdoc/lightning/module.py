@@ -1,5 +1,6 @@
-"""LightningModule for the long-document tasks: classification, two-tower retrieval, byte-level LM, and the
-self-pretraining objectives (causal LM, masked LM) on the batches of any data module."""
+"""LightningModule for the long-document tasks: classification, two-tower retrieval, byte-level LM, multi-label
+classification, token classification, extractive QA, and the self-pretraining objectives (causal LM, masked LM) on
+the batches of any data module."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..data.base import CLS_ID, IGNORE_INDEX
 from ..models import (PRETRAINING_TASKS, build_task_model, check_masking, check_task, mask_tokens, masked_lm_loss,
-                      next_token_loss, next_token_targets)
+                      multilabel_loss, next_token_loss, next_token_targets, qa_loss, token_classification_loss)
 from ..optim import OptimizerInBackward
+from .task_metrics import SquadScores, multilabel_f1_metrics
+from .window_metrics import DocumentSeqevalScores, gather_objects, pick_answers, window_candidates
 
 logger = logging.getLogger("longdoc")
 
@@ -29,6 +32,12 @@ DECAYS = ("cosine", "rsqrt", "constant")
 #: Keys of the ``mlm`` config (masking, :func:`longdoc.models.mask_tokens`) and their defaults (BERT's).
 MLM_DEFAULTS: dict[str, Any] = {"mask_rate": 0.15, "mask_token_ratio": 0.8, "random_token_ratio": 0.1,
                                 "span_length": 1.0, "span_sampling": "geometric", "seed": 0}
+#: Keys of the ``qa`` config (answer decoding, :func:`longdoc.models.best_span`) and their defaults (HF run_qa.py's):
+#: the longest answer in tokens, ``null_score_diff_threshold``, and whether "no answer" may be predicted (SQuAD 2.0;
+#: false for SQuAD 1.1, whose questions all have an answer).
+QA_DEFAULTS: dict[str, Any] = {"max_answer_tokens": 30, "null_threshold": 0.0, "no_answer": True}
+#: The tasks of window batches (``longdoc.data.windows.collate_windows``) whose loss is a weighted mean metric.
+WINDOW_TASKS = ("multilabel", "token_classification", "qa")
 
 
 def fused_adamw_blocks_clipping(precision: str, gradient_clip_val: float | None) -> bool:
@@ -109,6 +118,31 @@ class LongDocModule(pl.LightningModule):
       masked tokens) and ``{stage}/bpt`` (bits per masked token = mlm_loss / ln 2), each averaged over all masked
       tokens of the epoch (sum states: exact under DDP).
 
+    * ``multilabel``: :class:`~longdoc.models.MultiLabelClassifier` (``num_classes`` labels). Batches: the
+      classification keys with ``labels`` (B, L) float 0 / 1 (a row of ``IGNORE_INDEX``: a DDP repeat). Loss:
+      :func:`~longdoc.models.multilabel_loss`. Logged: ``{train,val,test}/loss`` (mean over every (document, label)
+      decision of the epoch), ``{val,test}/f1_micro``, ``{val,test}/f1_macro`` (label l predicted when
+      ``sigmoid(logit) > model.threshold``, default 0.5; torchmetrics count states, exact under DDP).
+    * ``token_classification``: :class:`~longdoc.models.TokenClassifier` (``num_classes`` tags). Batches:
+      ``collate_windows`` of tagging windows: ``labels`` (B, N) tag ids with ``IGNORE_INDEX``, ``owned_mask``,
+      ``context_mask``, ``token_start``, ``example_index``. Training: the loss over every labelled token; validation /
+      test: only the tokens whose ``owned_mask`` is True count (each document token once, in its owner window).
+      Logged: ``{stage}/loss`` (mean over the tokens counted), ``{val,test}/f1``, ``precision``, ``recall``
+      (seqeval, entity level, each document's windows put back together in document order:
+      :class:`~longdoc.lightning.window_metrics.DocumentSeqevalScores`), ``{val,test}/token_acc``. Tag names:
+      ``label_names`` (else the data module's ``label_names``, read in :meth:`setup`).
+    * ``qa``: :class:`~longdoc.models.QuestionAnsweringModel` (the encoder gets ``global_attention_mask``; logits
+      outside ``context_mask`` except CLS masked). Batches: ``collate_windows`` of QA windows: ``start_positions`` /
+      ``end_positions`` (B,) (``IGNORE_INDEX``: a DDP repeat), ``context_mask``, ``offsets``, ``example_index`` (or
+      ``example_id``), ``window_index``, and per row the example's ``context`` (str) and gold ``answers`` (a list of
+      strings or SQuAD's ``{"text": [...]}``) as Python lists. Loss: :func:`~longdoc.models.qa_loss`. At
+      validation / test each window gives its best span (:func:`~longdoc.models.best_span`, the ``qa`` settings);
+      at the epoch's end the candidates of all ranks are gathered (``all_gather_object``), each example's answer is
+      the best of its windows' spans (or "" by the no-answer rule), which equals ``best_span`` over all its windows
+      wherever they were batched, and the examples are scored round-robin over the ranks into
+      :class:`~longdoc.lightning.task_metrics.SquadScores` (sum states): every example counted once.
+      Logged: ``{stage}/loss`` (mean over windows), ``{val,test}/exact_match``, ``{val,test}/f1`` (percent).
+
     Labels equal to ``IGNORE_INDEX`` (-100: samples a distributed sampler repeats to give every rank the same number
     of batches) count in no loss and no metric, so a DDP validation or test sees every sample exactly once.
 
@@ -132,7 +166,8 @@ class LongDocModule(pl.LightningModule):
             (:func:`warmup_constant`); total steps come from the trainer.
         config: the resolved run configuration, stored in the checkpoint so ``evaluate.py`` can rebuild
             the data module and model from the checkpoint alone.
-        task: the training objective: 'classification' (default), 'retrieval', 'lm' or 'mlm'; saved in the
+        task: the training objective: 'classification' (default), 'retrieval', 'lm', 'mlm', 'multilabel',
+            'token_classification' or 'qa'; saved in the
             hyperparameters, so ``LongDocModule(**ckpt["hyper_parameters"])`` rebuilds the right model.
         data_task: the data module's own task (default: ``task``); lm / mlm read the batches of any.
         mlm: masking settings for ``task='mlm'`` (:data:`MLM_DEFAULTS`: mask_rate, mask_token_ratio,
@@ -143,9 +178,12 @@ class LongDocModule(pl.LightningModule):
         mask_token_id: the id MLM puts in place of masked tokens: default None, the extra id ``vocab_size`` (the
             task model embeds ``vocab_size + 1`` ids); a pretrained tokenizer's ``[MASK]`` / ``<mask>`` id (in
             ``0 .. vocab_size - 1``) keeps the checkpoint's own mask embedding.
+        label_names: token_classification: tag id -> BIO tag name (default None: the data module's ``label_names``,
+            read in :meth:`setup` and then saved in the hyperparameters).
+        qa: answer decoding for ``task='qa'`` (:data:`QA_DEFAULTS`: max_answer_tokens, null_threshold, no_answer).
 
     Raises:
-        ValueError: unknown ``task``, ``scheduler.decay``, ``optimizer`` or ``mlm`` key; ``mask_token_id`` outside
+        ValueError: unknown ``task``, ``scheduler.decay``, ``optimizer``, ``mlm`` or ``qa`` key; ``mask_token_id`` outside
             ``0 .. vocab_size``; a classification /
             retrieval ``task`` on another task's data; invalid masking (:func:`~longdoc.models.check_masking`) or
             model settings (key named); ``optimizer.in_backward`` under a trainer of several processes (from
@@ -156,13 +194,14 @@ class LongDocModule(pl.LightningModule):
                  optimizer: Mapping | None = None, scheduler: Mapping | None = None,
                  config: Mapping | None = None, task: str = "classification", data_task: str | None = None,
                  mlm: Mapping | None = None, special_ids: Sequence[int] | None = None,
-                 mask_token_id: int | None = None):
+                 mask_token_id: int | None = None, label_names: Sequence[str] | None = None,
+                 qa: Mapping | None = None):
         super().__init__()
         self.task = check_task(task)
         self.data_task = check_task(data_task or task)
         if self.data_task == "mlm":
             raise ValueError("data_task='mlm' is not a data module's task: data modules declare classification, "
-                             "retrieval or lm")
+                             "retrieval, lm, multilabel, token_classification or qa")
         if self.task != self.data_task and self.task not in PRETRAINING_TASKS:
             raise ValueError(f"task={self.task} needs {self.task} data, but the data module's task is "
                              f"{self.data_task}; on this data use task=null ({self.data_task}), lm or mlm")
@@ -187,6 +226,12 @@ class LongDocModule(pl.LightningModule):
                         list(self.special_ids))
         if self.task == "mlm":
             check_masking(**{k: v for k, v in self.mlm_cfg.items() if k != "seed"})
+        self.qa_cfg = {**QA_DEFAULTS, **dict(qa or {})}
+        unknown = set(self.qa_cfg) - set(QA_DEFAULTS)
+        if unknown:
+            raise ValueError(f"qa has unknown keys {sorted(unknown)}: the keys are {sorted(QA_DEFAULTS)}")
+        if int(self.qa_cfg["max_answer_tokens"]) < 1:
+            raise ValueError(f"qa.max_answer_tokens={self.qa_cfg['max_answer_tokens']} must be >= 1 (HF: 30)")
         self.net = build_task_model(task, num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
                                     pad_id=None if (byte_data and task == "mlm") else pad_id, **dict(model))
         self.optimizer_cfg = dict(optimizer or {})
@@ -209,16 +254,52 @@ class LongDocModule(pl.LightningModule):
                 setattr(self, f"{stage}_mlm_nll", MeanMetric())
                 setattr(self, f"{stage}_mlm_acc", MeanMetric())
                 setattr(self, f"{stage}_bpt", BitsPerByte())
+        elif task in WINDOW_TASKS:
+            for stage in ("train", "val", "test"):
+                setattr(self, f"{stage}_loss_mean", MeanMetric())
+            if task == "multilabel":
+                for stage in ("val", "test"):
+                    setattr(self, f"{stage}_f1", multilabel_f1_metrics(num_classes, self.net.threshold,
+                                                                       IGNORE_INDEX).clone(prefix=f"{stage}/"))
+            elif task == "qa":
+                for stage in ("val", "test"):
+                    setattr(self, f"{stage}_squad", SquadScores())
+                self.qa_candidates: dict[str, list] = {"val": [], "test": []}
+            elif label_names is not None:
+                self._make_seqeval(label_names)
         else:
             for stage in ("train", "val", "test"):
                 setattr(self, f"{stage}_acc", MulticlassAccuracy(num_classes, average="micro", ignore_index=IGNORE_INDEX))
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _make_seqeval(self, label_names: Sequence[str]) -> None:
+        for stage in ("val", "test"):
+            setattr(self, f"{stage}_seqeval", DocumentSeqevalScores(label_names, ignore_index=IGNORE_INDEX))
+        self.hparams["label_names"] = list(label_names)
+
+    def setup(self, stage: str) -> None:
+        """token_classification without ``label_names``: the seqeval metrics get the data module's ``label_names``.
+
+        Raises:
+            ValueError: no ``label_names`` anywhere (names the data module's attribute to add).
+        """
+        if self.task != "token_classification" or hasattr(self, "val_seqeval"):
+            return
+        dm = getattr(self.trainer, "datamodule", None)
+        names = getattr(dm, "label_names", None)
+        if names is None:
+            raise ValueError("task=token_classification needs the tag names for seqeval: give the data module a "
+                             "label_names attribute (tag id -> 'O' / 'B-<type>' / 'I-<type>') or pass label_names")
+        self._make_seqeval(names)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Any:
         """Logits: (B, C) for classification / retrieval, (B, N, V) for lm, (B, N, V + 1) for mlm (of the batch as
-        given: masking is :meth:`mask_batch`'s job)."""
+        given: masking is :meth:`mask_batch`'s job), (B, L) for multilabel, (B, N, C) for token_classification,
+        ``(start_logits, end_logits)`` (B, N) each for qa (masked outside ``context_mask`` except CLS)."""
         args = [batch["input_ids"], batch.get("padding_mask"), batch.get("global_attention_mask")]
         if self.task == "retrieval":
             args += [batch.get("input_ids_2"), batch.get("padding_mask_2"), batch.get("global_attention_mask_2")]
+        if self.task == "qa":
+            args.append(batch.get("context_mask"))
         return self.net(*args)
 
     def _step(self, batch, stage: str, batch_idx: int = 0) -> torch.Tensor:
@@ -226,6 +307,8 @@ class LongDocModule(pl.LightningModule):
             return self._mlm_step(batch, stage, batch_idx)
         if self.task == "lm":
             return self._lm_step(batch, stage)
+        if self.task in WINDOW_TASKS:
+            return getattr(self, f"_{self.task}_step")(batch, stage)
         metric = getattr(self, f"{stage}_acc")
         logits = self(batch)
         labels = batch["labels"]
@@ -312,6 +395,94 @@ class LongDocModule(pl.LightningModule):
         self.log(f"{stage}/bpb", bpb, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
+    def _log_mean_loss(self, stage: str, loss: torch.Tensor, count: torch.Tensor, logits: Any) -> torch.Tensor:
+        """Accumulate the batch's mean loss weighted by its ``count`` targets and log ``{stage}/loss`` (the epoch
+        value is the mean over all targets: exact under DDP); returns the loss to optimise (a zero that still reaches
+        every parameter when the batch has no target, e.g. only DDP repeats)."""
+        mean, on_step = getattr(self, f"{stage}_loss_mean"), stage == "train"
+        if on_step:
+            mean(loss.detach(), count)
+        else:
+            mean.update(loss.detach(), count)
+        self.log(f"{stage}/loss", mean, on_step=on_step, on_epoch=True, prog_bar=True)
+        if int(count) == 0:
+            parts = logits if isinstance(logits, tuple) else (logits,)
+            return sum(p.float().masked_fill(p == torch.finfo(p.dtype).min, 0).sum() for p in parts) * 0.0
+        return loss
+
+    def _multilabel_step(self, batch, stage: str) -> torch.Tensor:
+        logits, labels = self(batch), batch["labels"]
+        loss, count = multilabel_loss(logits, labels, IGNORE_INDEX)
+        if stage != "train":
+            f1 = getattr(self, f"{stage}_f1")
+            f1.update(logits.detach(), labels.long())
+            self.log_dict(f1, on_step=False, on_epoch=True, prog_bar=True)
+        return self._log_mean_loss(stage, loss, count, logits)
+
+    @staticmethod
+    def document_positions(batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """(B, N) position of each column in its document: ``token_start + column - first context column`` (the
+        ``collate_windows`` keys ``token_start`` and ``context_mask``), None without them."""
+        if "token_start" not in batch or "context_mask" not in batch:
+            return None
+        ctx = batch["context_mask"]
+        first = ctx.int().argmax(1)
+        cols = torch.arange(ctx.shape[1], device=ctx.device)
+        return batch["token_start"].to(ctx.device)[:, None] + cols[None, :] - first[:, None]
+
+    def _token_classification_step(self, batch, stage: str) -> torch.Tensor:
+        logits, labels = self(batch), batch["labels"]
+        if stage != "train" and batch.get("owned_mask") is not None:  # each document token once: its owner window
+            labels = labels.masked_fill(~batch["owned_mask"], IGNORE_INDEX)
+        loss, count = token_classification_loss(logits, labels, IGNORE_INDEX)
+        if stage != "train":
+            getattr(self, f"{stage}_seqeval").update(logits.detach().argmax(-1), labels, batch.get("example_index"),
+                                                     self.document_positions(batch))
+        return self._log_mean_loss(stage, loss, count, logits)
+
+    def _qa_step(self, batch, stage: str) -> torch.Tensor:
+        start, end = self(batch)
+        loss, count = qa_loss(start, end, batch["start_positions"], batch["end_positions"], IGNORE_INDEX)
+        if stage != "train":
+            self.qa_candidates[stage].extend(window_candidates(
+                batch, start, end, max_answer_tokens=int(self.qa_cfg["max_answer_tokens"]), ignore_index=IGNORE_INDEX))
+        return self._log_mean_loss(stage, loss, count, (start, end))
+
+    def _log_epoch_scores(self, stage: str) -> None:
+        """The epoch-end metrics of token_classification (seqeval) and qa (SQuAD), logged as ``{stage}/...`` and
+        reset."""
+        if self.task == "token_classification":
+            metric = getattr(self, f"{stage}_seqeval")
+            scores = metric.compute()  # gathers every rank's tokens
+            names = {"f1": "f1", "precision": "precision", "recall": "recall", "accuracy": "token_acc"}
+            for key, name in names.items():
+                self.log(f"{stage}/{name}", scores[key].to(self.device), prog_bar=name == "f1", sync_dist=False)
+            metric.reset()
+        elif self.task == "qa":
+            answers = pick_answers(gather_objects(self.qa_candidates[stage]), no_answer=bool(self.qa_cfg["no_answer"]),
+                                   null_threshold=float(self.qa_cfg["null_threshold"]))
+            self.qa_candidates[stage] = []
+            world, rank = max(1, int(self.trainer.world_size)), int(self.global_rank)
+            mine = [pair for i, pair in enumerate(answers.values()) if i % world == rank]  # each example on one rank
+            metric = getattr(self, f"{stage}_squad")
+            metric.update([p for p, _ in mine], [list(g) for _, g in mine])
+            scores = metric.compute()  # sums over the ranks
+            for key in ("exact_match", "f1"):
+                self.log(f"{stage}/{key}", scores[key].float().to(self.device), prog_bar=True, sync_dist=False)
+            metric.reset()
+
+    def on_validation_epoch_start(self):
+        if self.task == "qa":
+            self.qa_candidates["val"] = []
+
+    def on_validation_epoch_end(self):
+        if self.task in ("token_classification", "qa"):
+            self._log_epoch_scores("val")
+
+    def on_test_epoch_start(self):
+        if self.task == "qa":
+            self.qa_candidates["test"] = []
+
     def training_step(self, batch, batch_idx):
         return self._step(batch, "train", batch_idx)
 
@@ -322,8 +493,14 @@ class LongDocModule(pl.LightningModule):
         self._step(batch, "test", batch_idx)
 
     def on_test_epoch_end(self):
+        if self.task in ("token_classification", "qa"):
+            self._log_epoch_scores("test")
         dm = getattr(self.trainer, "datamodule", None)
         if self.task == "mlm" or self.task != self.data_task:  # the data's baselines are for its own task
+            return
+        if self.task in WINDOW_TASKS:  # e.g. {"f1_micro": ...} of the most frequent label set / tag
+            for key, value in dict(getattr(dm, "baseline_scores", None) or {}).items():
+                self.log(f"test/baseline_{key}", float(value), sync_dist=False)
             return
         if self.task == "lm":
             base = getattr(dm, "unigram_bits_per_byte", None)

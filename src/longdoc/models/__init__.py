@@ -17,22 +17,25 @@ from .multilabel import MultiLabelHead, check_threshold, multilabel_loss, multil
 from .qa import QuestionAnsweringHead, SpanPrediction, answer_text, best_span, mask_logits, qa_loss, span_char_offsets
 from .retrieval import RetrievalClassifier
 from .token_classification import TokenClassificationHead, token_classification_loss
+from .window_tasks import MultiLabelClassifier, QuestionAnsweringModel, TokenClassifier
 
 #: The tasks a model can be trained on: a data module's own (``LongDocDataModule.task``: classification, retrieval,
-#: lm) and the self-pretraining objectives that read any data module's batches (lm, mlm; the root config key ``task``).
-TASKS: tuple[str, ...] = ("classification", "retrieval", "lm", "mlm")
+#: lm, multilabel, token_classification, qa) and the self-pretraining objectives that read any data module's batches
+#: (lm, mlm; the root config key ``task``).
+TASKS: tuple[str, ...] = ("classification", "retrieval", "lm", "mlm", "multilabel", "token_classification", "qa")
 #: The tasks a data module can declare.
-DATA_TASKS: tuple[str, ...] = ("classification", "retrieval", "lm")
+DATA_TASKS: tuple[str, ...] = ("classification", "retrieval", "lm", "multilabel", "token_classification", "qa")
 #: Tasks whose targets are derived from ``input_ids`` alone, so they run on the batches of any data module.
 PRETRAINING_TASKS: tuple[str, ...] = ("lm", "mlm")
 
 # model.* keys that belong to some tasks only; the others are dropped for the rest (conf/model/encoder.yaml
 # carries them all so one model config serves every task).
 _TASK_ONLY_KEYS: dict[str, tuple[str, ...]] = {
-    "pooling": ("classification", "retrieval"),
-    "head_dropout": ("classification", "retrieval"),
+    "pooling": ("classification", "retrieval", "multilabel"),
+    "head_dropout": ("classification", "retrieval", "multilabel", "token_classification"),
     "interaction": ("retrieval",),
     "tie_word_embeddings": ("lm", "mlm"),
+    "threshold": ("multilabel",),
 }
 
 
@@ -58,15 +61,18 @@ def check_task(task: str) -> str:
 def build_task_model(task: str, *, num_classes: int, vocab_size: int, max_seq_len: int, pad_id: int = 0,
                      **model: Any) -> nn.Module:
     """The model of a task: :class:`SequenceClassifier` (classification), :class:`RetrievalClassifier`
-    (retrieval), :class:`CausalLM` (lm, ``vocab_size`` outputs; ``pad_id`` unused, see :class:`CausalLM`) or
+    (retrieval), :class:`CausalLM` (lm, ``vocab_size`` outputs; ``pad_id`` unused, see :class:`CausalLM`),
     :class:`MaskedLM` (mlm, ``vocab_size + 1`` ids: the mask token is ``vocab_size``; ``pad_id`` is its embedding's
-    zero row, None for byte data whose id 0 is a real byte).
+    zero row, None for byte data whose id 0 is a real byte), :class:`MultiLabelClassifier` (multilabel,
+    ``num_classes`` labels), :class:`TokenClassifier` (token_classification, ``num_classes`` tags) or
+    :class:`QuestionAnsweringModel` (qa: start / end logits per token).
 
     Args:
-        task: 'classification' | 'retrieval' | 'lm' | 'mlm'.
-        num_classes, vocab_size, max_seq_len, pad_id: from the data module (``num_classes`` unused by lm / mlm).
+        task: one of :data:`TASKS`.
+        num_classes, vocab_size, max_seq_len, pad_id: from the data module (``num_classes`` unused by lm / mlm /
+            qa; the number of labels of multilabel, of tags of token_classification).
         **model: the ``model`` config (conf/model/encoder.yaml); keys of other tasks (``pooling``,
-            ``head_dropout``, ``interaction``, ``tie_word_embeddings``) are ignored.
+            ``head_dropout``, ``interaction``, ``tie_word_embeddings``, ``threshold``) are ignored.
 
     Raises:
         ValueError: unknown task; invalid model settings (key named).
@@ -80,6 +86,14 @@ def build_task_model(task: str, *, num_classes: int, vocab_size: int, max_seq_le
     if task == "retrieval":
         return RetrievalClassifier(num_classes=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
                                    pad_id=pad_id, **kwargs)
+    if task == "multilabel":
+        return MultiLabelClassifier(num_labels=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len,
+                                    pad_id=pad_id, **kwargs)
+    if task == "token_classification":
+        return TokenClassifier(num_labels=num_classes, vocab_size=vocab_size, max_seq_len=max_seq_len, pad_id=pad_id,
+                               **kwargs)
+    if task == "qa":
+        return QuestionAnsweringModel(vocab_size=vocab_size, max_seq_len=max_seq_len, pad_id=pad_id, **kwargs)
     if task == "mlm":
         return MaskedLM(vocab_size=vocab_size, max_seq_len=max_seq_len, pad_id=pad_id, **kwargs)
     return CausalLM(vocab_size=vocab_size, max_seq_len=max_seq_len, **kwargs)
@@ -92,5 +106,6 @@ __all__ = [
     "MaskedLM", "SPAN_SAMPLINGS", "check_masking", "mask_tokens", "masked_lm_loss", "span_mask",
     "MultiLabelHead", "check_threshold", "multilabel_loss", "multilabel_predict",
     "TokenClassificationHead", "token_classification_loss",
+    "MultiLabelClassifier", "TokenClassifier", "QuestionAnsweringModel",
     "QuestionAnsweringHead", "SpanPrediction", "answer_text", "best_span", "mask_logits", "qa_loss", "span_char_offsets",
 ]
