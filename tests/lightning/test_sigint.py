@@ -21,16 +21,22 @@ WORKERS = "data.num_workers=2"
 
 
 class StallAtStop(pl.Callback):
-    """Test instrument, loaded into the real run through ``+callbacks.stall._target_``: once the graceful stop has
-    been requested (``trainer.received_sigterm``), write ``marker`` and keep the running batch busy for up to
-    ``seconds``, so that a second Ctrl-C surely arrives while the first one is still finishing the batch."""
+    """Test instrument, loaded into the real run through ``+callbacks.stall._target_``: at the end of the batch that
+    completes optimizer step ``at_step`` it writes ``ready`` and holds the batch open until the graceful stop has been
+    requested (``trainer.received_sigterm``), then writes ``marker`` and keeps the batch busy for up to ``seconds``,
+    so the first Ctrl-C surely lands inside a training batch and a second one surely arrives while the first is still
+    finishing it."""
 
-    def __init__(self, marker: str, seconds: float = 120.0):
-        self.marker, self.seconds = Path(marker), seconds
+    def __init__(self, marker: str, ready: str, at_step: int = 2, seconds: float = 120.0):
+        self.marker, self.ready, self.at_step, self.seconds = Path(marker), Path(ready), at_step, seconds
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if not trainer.received_sigterm:
+        if trainer.global_step != self.at_step or self.ready.exists():
             return
+        self.ready.write_text(str(trainer.global_step))
+        deadline = time.monotonic() + self.seconds
+        while not trainer.received_sigterm and time.monotonic() < deadline:
+            time.sleep(0.05)
         self.marker.write_text(str(trainer.global_step))
         deadline = time.monotonic() + self.seconds
         while time.monotonic() < deadline:
@@ -148,13 +154,13 @@ def test_ctrl_c_under_ddp_stops_every_rank_after_the_same_batch(tmp_path, data_d
 
 
 def test_second_ctrl_c_stops_at_once_without_saving(tmp_path, data_dir):
-    """StallAtStop holds the batch open after the first Ctrl-C for 120 s; the second one ends the run within
+    """StallAtStop holds a batch open until the first Ctrl-C, then for 120 s; the second one ends the run within
     seconds through Lightning's KeyboardInterrupt path (exit 1), and no last.ckpt is written."""
-    run_dir, marker = tmp_path / "run", tmp_path / "stop-requested"
+    run_dir, marker, ready = tmp_path / "run", tmp_path / "stop-requested", tmp_path / "in-batch"
     cmd = train_cmd(run_dir, data_dir, "test=false", f"+callbacks.stall._target_={__name__}.StallAtStop",
-                    f"+callbacks.stall.marker={marker}")
+                    f"+callbacks.stall.marker={marker}", f"+callbacks.stall.ready={ready}")
     proc = _start(cmd, clean_env())
-    wait_for(lambda: len(train_steps(run_dir)) >= 2, proc)
+    wait_for(ready.exists, proc)  # inside a training batch, held open until the first Ctrl-C is handled
     os.killpg(proc.pid, signal.SIGINT)
     wait_for(marker.exists, proc, timeout=60)  # the first Ctrl-C was handled; its batch is still running
     os.killpg(proc.pid, signal.SIGINT)
