@@ -941,11 +941,12 @@ STOP_KEYS = ("trainer.max_steps", "trainer.max_epochs", "trainer.max_time")
 _ABSENT = "<absent>"
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A plain nested dict as ``{"dotted.key": leaf value}`` (lists and empty dicts are leaves)."""
     if isinstance(d, dict) and d:
         out: dict[str, Any] = {}
         for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+            out.update(flatten_config(v, f"{prefix}.{k}" if prefix else str(k)))
         return out
     return {prefix: d}
 
@@ -953,7 +954,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 def config_differences(old: dict, new: dict) -> list[tuple[str, Any, Any]]:
     """``(key, old value, new value)`` for every leaf key whose value differs between two resolved configs (plain
     nested dicts; lists compare whole; a key on one side only shows ``"<absent>"`` on the other), sorted by key."""
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten_config(old), flatten_config(new)
     return [(k, a.get(k, _ABSENT), b.get(k, _ABSENT)) for k in sorted(set(a) | set(b))
             if a.get(k, _ABSENT) != b.get(k, _ABSENT)]
 

@@ -28,7 +28,8 @@ from pytorch_lightning.utilities import rank_zero_only
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from .config import (ConfigError, apply_task_defaults, check_config, check_machine, check_resume_config,
-                     extends_training, reconcile_callbacks, resolve_wandb_offline, task_of, validation_disabled)
+                     extends_training, flatten_config, reconcile_callbacks, resolve_wandb_offline, task_of,
+                     validation_disabled)
 from .lightning import AtomicCheckpointIO, FinalValidation, LongDocModule, exit_after_signal
 from .models import compile_model
 from .models.init_from import freeze_embeddings, init_encoder_from
@@ -530,12 +531,6 @@ def command_line_keys(cfg: DictConfig) -> list[str]:
     return keys
 
 
-def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
-    if isinstance(node, dict):
-        return [k for name, v in node.items() for k in _leaf_keys(v, f"{prefix}.{name}" if prefix else str(name))]
-    return [prefix]
-
-
 def stage_config(cfg: DictConfig, name: str, output_dir: str | Path, init_from: str | Path | None,
                  command_line: list[str] | None = None) -> DictConfig:
     """``cfg`` with ``cfg.stages.<name>`` merged over it (a nested mapping, e.g. ``{task: mlm, trainer: {max_steps:
@@ -558,7 +553,7 @@ def stage_config(cfg: DictConfig, name: str, output_dir: str | Path, init_from: 
         base.pop("stages", None)
         base.pop("stage", None)
     out = OmegaConf.merge(base, stages[name] or {})
-    stage_keys = _leaf_keys(OmegaConf.to_container(stages[name] or {}, resolve=False))
+    stage_keys = list(flatten_config(OmegaConf.to_container(stages[name] or {}, resolve=False)))
     for key in command_line_keys(cfg) if command_line is None else command_line:
         replaced = [k for k in stage_keys if k == key or k.startswith(key + ".") or key.startswith(k + ".")]
         if replaced:
